@@ -1,0 +1,47 @@
+"""pgrecs: recommendations inside PostgreSQL, on pgvector."""
+
+from __future__ import annotations
+
+from pgrecs.client import Client, SimilarItem, connect
+from pgrecs.embed import Embedder, EmbedReport, SentenceTransformerEmbedder
+from pgrecs.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DimensionMismatch,
+    ImportFileError,
+    IntegrityError,
+    InvalidParameter,
+    ModelMismatch,
+    NotEmbedded,
+    PgrecsError,
+    PgvectorMissing,
+    SchemaOutdated,
+    UnknownItem,
+)
+from pgrecs.interactions import Interaction
+from pgrecs.items import Item
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ConfigurationError",
+    "DatabaseError",
+    "DimensionMismatch",
+    "EmbedReport",
+    "Embedder",
+    "ImportFileError",
+    "IntegrityError",
+    "Interaction",
+    "InvalidParameter",
+    "Item",
+    "ModelMismatch",
+    "NotEmbedded",
+    "PgrecsError",
+    "PgvectorMissing",
+    "SchemaOutdated",
+    "SentenceTransformerEmbedder",
+    "SimilarItem",
+    "UnknownItem",
+    "connect",
+]

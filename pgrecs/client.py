@@ -1,0 +1,115 @@
+"""The Python face of pgrecs: one object per connection, methods named like the SQL functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from pgrecs import embed, interactions, items
+from pgrecs.db import check_database, open_connection
+from pgrecs.errors import translated
+from pgrecs.queries import query
+
+
+@dataclass(frozen=True)
+class SimilarItem:
+    item_id: str
+    score: float
+
+
+class Client:
+    """A connection to a pgrecs database. Use as a context manager, or call close()."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._embedder: embed.Embedder | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- queries (mirror the SQL functions) ---------------------------------------------------
+
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        categories: Sequence[str] | None = None,
+        same_category: bool = False,
+        filter: Mapping[str, Any] | None = None,
+        exclude_seen_by: str | None = None,
+    ) -> list[SimilarItem]:
+        params = {
+            "item_id": item_id,
+            "k": k,
+            "categories": list(categories) if categories is not None else None,
+            "same_category": same_category,
+            "filter": Jsonb(filter) if filter is not None else None,
+            "exclude_seen_by": exclude_seen_by,
+        }
+        with translated(), self.conn.cursor(row_factory=class_row(SimilarItem)) as cur:
+            return cur.execute(query("similar_items"), params).fetchall()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def upsert_items(self, rows: Iterable[items.Item | Mapping[str, Any]]) -> int:
+        return items.upsert_items(self.conn, rows)
+
+    def delete_items(self, item_ids: Sequence[str]) -> list[str]:
+        return items.delete_items(self.conn, item_ids)
+
+    def record_interactions(
+        self, events: Iterable[interactions.Interaction | Mapping[str, Any]]
+    ) -> int:
+        return interactions.record_interactions(self.conn, events)
+
+    def import_items(self, path: str | Path) -> int:
+        """Upsert every item of a CSV/JSONL file, or none (ImportFileError names the line)."""
+        return items.upsert_items(self.conn, items.read_items_file(path))
+
+    def import_interactions(self, path: str | Path) -> int:
+        return interactions.import_interactions_file(self.conn, path)
+
+    def embed_pending(
+        self,
+        embedder: embed.Embedder | None = None,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> embed.EmbedReport:
+        """Embed new and changed items with `embedder` (default: the configured model)."""
+        if embedder is None:
+            if self._embedder is None:
+                self._embedder = embed.SentenceTransformerEmbedder()
+            embedder = self._embedder
+        return embed.embed_pending(self.conn, embedder, batch_size=batch_size, progress=progress)
+
+
+def connect(url: str | None = None, *, check: bool = True) -> Client:
+    """Connect to pgrecs: `url`, else PGRECS_DATABASE_URL, else the libpq PG* variables, else the
+    embedded PostgreSQL (started on demand). Raises SchemaOutdated/PgvectorMissing unless the
+    database is ready (pass check=False to skip, e.g. before migrating)."""
+    conn = open_connection(url, autocommit=True)
+    if check:
+        try:
+            check_database(conn)
+        except Exception:
+            conn.close()
+            raise
+    return Client(conn)

@@ -1,0 +1,55 @@
+"""Where the database is, and where pgrecs keeps its embedded server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+# The libpq variables that mean "the user configured a server": with any of them set, an empty
+# conninfo string lets libpq assemble the connection (https://www.postgresql.org/docs/current/libpq-envars.html).
+LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_DIM = 384
+DEFAULT_COLLAB_DIM = 64
+EMBEDDED_DATABASE = "pgrecs"
+
+ENVIRONMENT_HELP = """\
+environment variables:
+  PGRECS_DATABASE_URL  PostgreSQL URL or conninfo (wins over PG* variables)
+  PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSERVICE
+                       standard libpq variables, used when PGRECS_DATABASE_URL is unset
+  PGRECS_DATA_DIR      where the embedded PostgreSQL keeps its data when no server is
+                       configured (default: the user data directory, e.g. ~/.local/share/pgrecs)
+  PGRECS_MODEL         sentence-transformers model name or path
+                       (default: the bundled all-MiniLM-L6-v2, loaded offline)
+"""
+
+
+def data_dir() -> Path:
+    """The embedded server's home: PGRECS_DATA_DIR, else the platform's user data directory."""
+    configured = os.environ.get("PGRECS_DATA_DIR")
+    base = Path(configured) if configured else platformdirs.user_data_path("pgrecs")
+    return base.expanduser().resolve()
+
+
+def configured_url(url: str | None = None) -> str | None:
+    """The configured conninfo, or None when nothing is configured (use the embedded server).
+
+    Order: the argument, PGRECS_DATABASE_URL, then the libpq PG* variables (returned as "", which
+    libpq completes from the environment).
+    """
+    if url:
+        return url
+    env_url = os.environ.get("PGRECS_DATABASE_URL")
+    if env_url:
+        return env_url
+    if any(os.environ.get(name) for name in LIBPQ_VARS):
+        return ""
+    return None
+
+
+def model_name() -> str:
+    return os.environ.get("PGRECS_MODEL") or DEFAULT_MODEL

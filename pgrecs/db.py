@@ -1,0 +1,63 @@
+"""Connections: where the database is, and whether it is ready for pgrecs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from pgrecs import embedded
+from pgrecs.config import configured_url
+from pgrecs.errors import PgvectorMissing, SchemaOutdated, translated
+from pgrecs.queries import query
+
+# The Alembic head this package's SQL calls expect (a test keeps it equal to migrations/).
+SCHEMA_REVISION = "0001"
+MIN_PGVECTOR = (0, 8)
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The conninfo to use: configured (argument, PGRECS_DATABASE_URL, PG*), else the embedded
+    server, started on demand."""
+    configured = configured_url(url)
+    return configured if configured is not None else embedded.start()
+
+
+def open_connection(url: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A psycopg connection with pgvector types registered (no schema checks)."""
+    conninfo = resolve_url(url)
+    with translated():
+        conn = psycopg.connect(conninfo, **kwargs)
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError as exc:  # vector type missing
+        conn.close()
+        raise PgvectorMissing() from exc
+    except Exception:
+        conn.close()
+        raise
+    return conn
+
+
+def check_database(conn: psycopg.Connection[Any]) -> None:
+    """Raise PgvectorMissing / SchemaOutdated unless the database is ready for this pgrecs."""
+    with translated():
+        row = conn.execute(query("pgvector_version")).fetchone()
+    if row is None:
+        raise PgvectorMissing()
+    version = tuple(int(part) for part in str(row[0]).split(".")[:2])
+    if version < MIN_PGVECTOR:
+        raise PgvectorMissing(f"pgvector {row[0]} is too old: pgrecs needs 0.8 or newer")
+    try:
+        with conn.transaction():
+            found = conn.execute(query("schema_revision")).fetchone()
+    except psycopg.errors.UndefinedTable:
+        found = None
+    revision = found[0] if found else None
+    if revision != SCHEMA_REVISION:
+        state = f"at revision {revision}" if revision else "not migrated"
+        raise SchemaOutdated(
+            f"the database schema is {state}, this pgrecs needs {SCHEMA_REVISION}: "
+            "run `pgrecs migrate` (or `alembic upgrade head`)"
+        )

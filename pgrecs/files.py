@@ -1,0 +1,71 @@
+"""Read import files: CSV with a header, or JSONL. Rows come with their line numbers so that
+errors can name the line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pgrecs.errors import ImportFileError
+
+
+def read_rows(
+    path: str | Path, required: set[str], optional: set[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, row) from a .csv or .jsonl/.ndjson file, checking the columns."""
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise ImportFileError(name, None, "no such file")
+    suffix = path.suffix.lower()
+    known = required | optional
+    with path.open(newline="", encoding="utf-8") as handle:
+        try:
+            if suffix == ".csv":
+                reader = csv.DictReader(handle, strict=True)
+                columns = set(reader.fieldnames or [])
+                _check_columns(name, 1, columns, required, known)
+                for row in reader:
+                    if None in row or None in row.values():
+                        raise ImportFileError(
+                            name, reader.line_num, "wrong number of fields for the header"
+                        )
+                    yield reader.line_num, row
+            elif suffix in (".jsonl", ".ndjson", ".json"):
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ImportFileError(name, number, f"not valid JSON ({exc.msg})") from exc
+                    if not isinstance(row, dict):
+                        raise ImportFileError(name, number, "each line must be a JSON object")
+                    _check_columns(name, number, set(row), required, known)
+                    yield number, row
+            else:
+                raise ImportFileError(
+                    name, None, "unknown file type: use .csv (with a header) or .jsonl"
+                )
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(name, None, f"not UTF-8 text ({exc.reason})") from exc
+        except csv.Error as exc:
+            raise ImportFileError(name, None, f"malformed CSV ({exc})") from exc
+
+
+def _check_columns(
+    name: str, line: int, columns: set[str], required: set[str], known: set[str]
+) -> None:
+    missing = required - columns
+    if missing:
+        raise ImportFileError(name, line, f"missing column(s): {', '.join(sorted(missing))}")
+    unknown = columns - known
+    if unknown:
+        raise ImportFileError(
+            name,
+            line,
+            f"unknown column(s): {', '.join(sorted(unknown))} (expected {', '.join(sorted(known))})",
+        )

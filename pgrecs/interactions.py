@@ -1,0 +1,128 @@
+"""The interaction log: validated bulk writes and file imports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pgrecs.errors import ImportFileError, InvalidParameter, translated
+from pgrecs.files import read_rows
+from pgrecs.queries import query
+
+INTERACTION_COLUMNS = {"user_id", "item_id", "event_type", "occurred_at", "weight"}
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user_id: str
+    item_id: str
+    event_type: str
+    occurred_at: datetime | None = None
+    weight: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Interaction:
+        unknown = set(row) - INTERACTION_COLUMNS
+        if unknown:
+            raise InvalidParameter(f"unknown interaction field(s): {', '.join(sorted(unknown))}")
+        values = {}
+        for key in ("user_id", "item_id", "event_type"):
+            value = row.get(key)
+            if value is None or str(value).strip() == "" or isinstance(value, bool):
+                raise InvalidParameter(f"{key} is required")
+            values[key] = str(value)
+        return cls(
+            **values,
+            occurred_at=_timestamp(row.get("occurred_at")),
+            weight=_weight(row.get("weight")),
+        )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise InvalidParameter(f"occurred_at {value!r} is not an ISO 8601 timestamp") from exc
+    else:
+        raise InvalidParameter(f"occurred_at must be an ISO 8601 string, got {value!r}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _weight(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        weight = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"weight {value!r} is not a number") from exc
+    if not math.isfinite(weight):
+        raise InvalidParameter(f"weight must be a finite number, got {value!r}")
+    return weight
+
+
+def record_interactions(
+    conn: psycopg.Connection[Any], events: Iterable[Interaction | Mapping[str, Any]]
+) -> int:
+    """Append events in one transaction. Unknown items or event types fail the whole batch."""
+    rows = [e if isinstance(e, Interaction) else Interaction.from_row(e) for e in events]
+    params = [
+        {
+            "user_id": e.user_id,
+            "item_id": e.item_id,
+            "event_type": e.event_type,
+            "occurred_at": e.occurred_at,
+            "weight": e.weight,
+        }
+        for e in rows
+    ]
+    with translated(), conn.transaction(), conn.cursor() as cur:
+        cur.executemany(query("insert_interaction"), params)
+    return len(rows)
+
+
+def read_interactions_file(path: str | Path) -> list[tuple[int, Interaction]]:
+    """(line number, event) for a whole file, or ImportFileError naming the first bad line."""
+    events = []
+    for line, row in read_rows(
+        path, {"user_id", "item_id", "event_type"}, {"occurred_at", "weight"}
+    ):
+        try:
+            events.append((line, Interaction.from_row(row)))
+        except InvalidParameter as exc:
+            raise ImportFileError(str(path), line, str(exc)) from exc
+    return events
+
+
+def import_interactions_file(conn: psycopg.Connection[Any], path: str | Path) -> int:
+    """Import a whole file or nothing; unknown items or event types name the first bad line."""
+    events = read_interactions_file(path)
+    with translated():
+        known_items = {
+            row[0]
+            for row in conn.execute(
+                "select item_id from pgrecs.items where item_id = any(%s)",
+                (sorted({e.item_id for _, e in events}),),
+            )
+        }
+        known_types = {row[0] for row in conn.execute("select event_type from pgrecs.event_types")}
+    for line, event in events:
+        if event.item_id not in known_items:
+            raise ImportFileError(str(path), line, f"unknown item {event.item_id!r}")
+        if event.event_type not in known_types:
+            raise ImportFileError(
+                str(path),
+                line,
+                f"unknown event type {event.event_type!r} (known: {', '.join(sorted(known_types))})",
+            )
+    return record_interactions(conn, (event for _, event in events))

@@ -1,0 +1,184 @@
+"""Items: the catalogue rows, their enriched text, and how they are written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgrecs.errors import ImportFileError, InvalidParameter, translated
+from pgrecs.files import read_rows
+from pgrecs.queries import query
+
+ITEM_COLUMNS = {"item_id", "title", "description", "category", "tags", "attributes", "available"}
+MAX_TEXT = 100_000  # characters per text field; the model reads ~256 tokens anyway
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    title: str = ""
+    description: str = ""
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    available: bool = True
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Item:
+        """Validate a loose mapping (a file row, a dict from a caller) into an Item."""
+        unknown = set(row) - ITEM_COLUMNS
+        if unknown:
+            raise InvalidParameter(f"unknown item field(s): {', '.join(sorted(unknown))}")
+        item_id = row.get("item_id")
+        if not isinstance(item_id, str | int) or isinstance(item_id, bool) or str(item_id) == "":
+            raise InvalidParameter("item_id is required (a non-empty string)")
+        return cls(
+            item_id=str(item_id),
+            title=_text(row, "title"),
+            description=_text(row, "description"),
+            category=_text(row, "category") or None,
+            tags=_tags(row.get("tags")),
+            attributes=_attributes(row.get("attributes")),
+            available=_bool(row.get("available", True)),
+        )
+
+    def text(self) -> str:
+        """The enriched text that is embedded: more context gives better neighbours."""
+        parts = [self.title.strip()]
+        if self.category:
+            parts.append(f"Category: {self.category}")
+        if self.tags:
+            parts.append(f"Tags: {', '.join(self.tags)}")
+        if self.description.strip():
+            parts.append(self.description.strip())
+        if self.attributes:
+            parts.append(
+                "; ".join(f"{key}: {_attr_text(value)}" for key, value in sorted(self.attributes.items()))
+            )
+        return ". ".join(part for part in parts if part)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text().encode()).hexdigest()
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise InvalidParameter(f"{key} must be text, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        raise InvalidParameter(f"{key} is {len(text)} characters long; the limit is {MAX_TEXT}")
+    if "\x00" in text:
+        raise InvalidParameter(f"{key} contains a NUL character")
+    return text
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise InvalidParameter(f"tags: not a valid JSON array ({exc.msg})") from exc
+        else:
+            value = [tag for tag in stripped.split("|")]
+    if not isinstance(value, list | tuple) or not all(isinstance(tag, str) for tag in value):
+        raise InvalidParameter("tags must be a list of strings (JSON array or `a|b|c`)")
+    return tuple(tag.strip() for tag in value if tag.strip())
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidParameter(f"attributes: not valid JSON ({exc.msg})") from exc
+    if not isinstance(value, dict):
+        raise InvalidParameter("attributes must be a JSON object")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "t", "1", "yes", ""}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"false", "f", "0", "no"}:
+        return False
+    raise InvalidParameter(f"available must be true or false, got {value!r}")
+
+
+def _attr_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(part) for part in value)
+    return str(value)
+
+
+def upsert_items(conn: psycopg.Connection[Any], items: Iterable[Item | Mapping[str, Any]]) -> int:
+    """Insert or update items in one transaction; returns how many rows changed.
+
+    Vectors are not touched: `embed_pending` notices the changed text by its hash.
+    """
+    rows = [item if isinstance(item, Item) else Item.from_row(item) for item in items]
+    _check_unique(rows)
+    params = [
+        {
+            "item_id": item.item_id,
+            "title": item.title,
+            "description": item.description,
+            "category": item.category,
+            "tags": list(item.tags),
+            "attributes": Jsonb(item.attributes),
+            "available": item.available,
+        }
+        for item in rows
+    ]
+    with translated(), conn.transaction(), conn.cursor() as cur:
+        cur.executemany(query("upsert_item"), params, returning=False)
+        return max(cur.rowcount, 0)
+
+
+def _check_unique(items: Sequence[Item]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.item_id in seen:
+            raise InvalidParameter(f"item {item.item_id!r} appears twice in one upsert")
+        seen.add(item.item_id)
+
+
+def delete_items(conn: psycopg.Connection[Any], item_ids: Sequence[str]) -> list[str]:
+    """Delete items (and their interactions); returns the ids that existed."""
+    with translated(), conn.transaction():
+        return [row[0] for row in conn.execute(query("delete_items"), {"item_ids": list(item_ids)})]
+
+
+def read_items_file(path: str | Path) -> list[Item]:
+    """Parse a whole items file, or raise ImportFileError naming the first bad line."""
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for line, row in read_rows(path, {"item_id"}, ITEM_COLUMNS - {"item_id"}):
+        try:
+            item = Item.from_row(row)
+        except InvalidParameter as exc:
+            raise ImportFileError(str(path), line, str(exc)) from exc
+        if item.item_id in seen:
+            raise ImportFileError(
+                str(path), line, f"item {item.item_id!r} already appears on line {seen[item.item_id]}"
+            )
+        seen[item.item_id] = line
+        items.append(item)
+    return items

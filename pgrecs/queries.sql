@@ -1,0 +1,65 @@
+-- Named queries the package runs (procrastinate-style). Each starts with `-- name: <name>`.
+-- Parameters are psycopg named placeholders; the SQL functions hold the logic.
+
+-- name: similar_items
+select item_id, score
+from pgrecs.similar_items(%(item_id)s, k => %(k)s, categories => %(categories)s,
+                          same_category => %(same_category)s, filter => %(filter)s,
+                          exclude_seen_by => %(exclude_seen_by)s);
+
+-- name: schema_revision
+select version_num from pgrecs.alembic_version;
+
+-- name: pgvector_version
+select extversion from pg_catalog.pg_extension where extname = 'vector';
+
+-- name: vector_dimension
+select a.atttypmod
+from pg_catalog.pg_attribute as a
+where a.attrelid = 'pgrecs.items'::regclass and a.attname = %(column)s;
+
+-- name: upsert_item
+insert into pgrecs.items as i (item_id, title, description, category, tags, attributes, available)
+values (%(item_id)s, %(title)s, %(description)s, %(category)s, %(tags)s, %(attributes)s,
+        %(available)s)
+on conflict (item_id) do update
+set title = excluded.title, description = excluded.description, category = excluded.category,
+    tags = excluded.tags, attributes = excluded.attributes, available = excluded.available,
+    updated_at = now()
+where (i.title, i.description, i.category, i.tags, i.attributes, i.available)
+    is distinct from (excluded.title, excluded.description, excluded.category, excluded.tags,
+                      excluded.attributes, excluded.available);
+
+-- name: delete_items
+delete from pgrecs.items where item_id = any(%(item_ids)s) returning item_id;
+
+-- name: insert_interaction
+insert into pgrecs.interactions (user_id, item_id, event_type, occurred_at, weight)
+values (%(user_id)s, %(item_id)s, %(event_type)s, coalesce(%(occurred_at)s, now()), %(weight)s);
+
+-- name: active_model
+select name, dimension from pgrecs.models where kind = %(kind)s and active;
+
+-- name: register_model
+insert into pgrecs.models (kind, name, dimension) values (%(kind)s, %(name)s, %(dimension)s)
+on conflict (kind) where active do nothing;
+
+-- name: items_to_check
+select item_id, title, description, category, tags, attributes, content_hash,
+       embedding is null as missing
+from pgrecs.items
+order by item_id;
+
+-- name: cached_embeddings
+select content_hash, embedding from pgrecs.embedding_cache
+where model = %(model)s and content_hash = any(%(hashes)s);
+
+-- name: cache_embedding
+insert into pgrecs.embedding_cache (content_hash, model, embedding)
+values (%(content_hash)s, %(model)s, %(embedding)s)
+on conflict do nothing;
+
+-- name: write_embedding
+update pgrecs.items
+set embedding = %(embedding)s, content_hash = %(content_hash)s, embedded_at = now()
+where item_id = %(item_id)s;
