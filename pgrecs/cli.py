@@ -25,7 +25,9 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "url":
         url = embedded.url()
         if url is None:
-            print("pgrecs: the embedded PostgreSQL is not running (pgrecs db start)", file=sys.stderr)
+            print(
+                "pgrecs: the embedded PostgreSQL is not running (pgrecs db start)", file=sys.stderr
+            )
             return 1
         print(url)
     else:
@@ -131,19 +133,28 @@ def parser() -> argparse.ArgumentParser:
     p = sub("migrate", "bring the schema to the latest version (wraps `alembic upgrade`)")
     p.add_argument("--revision", help="target revision (default: head, or base with --downgrade)")
     p.add_argument("--downgrade", action="store_true", help="downgrade instead of upgrade")
-    p.add_argument("--sql", action="store_true", help="print the SQL for a DBA instead of running it")
+    p.add_argument(
+        "--sql", action="store_true", help="print the SQL for a DBA instead of running it"
+    )
     p.add_argument("--dim", type=int, default=384, help="content vector dimension (default 384)")
-    p.add_argument("--collab-dim", type=int, default=64, help="collaborative dimension (default 64)")
+    p.add_argument(
+        "--collab-dim", type=int, default=64, help="collaborative dimension (default 64)"
+    )
     p.set_defaults(func=cmd_migrate)
 
-    p = sub("import", "import items or interactions from CSV (with header) or JSONL, all or nothing")
+    p = sub(
+        "import", "import items or interactions from CSV (with header) or JSONL, all or nothing"
+    )
     p.add_argument("kind", choices=["items", "interactions"])
     p.add_argument("file")
     p.set_defaults(func=cmd_import)
 
     p = sub("embed", "embed new and changed items (reuses cached vectors)")
-    p.add_argument("--model", help="sentence-transformers name or path (default: $PGRECS_MODEL "
-                   "or the bundled all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--model",
+        help="sentence-transformers name or path (default: $PGRECS_MODEL "
+        "or the bundled all-MiniLM-L6-v2)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="model batch size (default 64)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
@@ -153,7 +164,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="how many (1..1000, default 10)")
     p.add_argument("--category", action="append", help="only this category (repeatable)")
     p.add_argument("--same-category", action="store_true", help="only the item's own category")
-    p.add_argument("--filter", metavar="JSON", help='attribute containment, e.g. \'{"format": "ebook"}\'')
+    p.add_argument(
+        "--filter", metavar="JSON", help='attribute containment, e.g. \'{"format": "ebook"}\''
+    )
     p.add_argument("--exclude-seen-by", metavar="USER", help="leave out items this user has seen")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_similar)

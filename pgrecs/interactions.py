@@ -123,6 +123,7 @@ def import_interactions_file(conn: psycopg.Connection[Any], path: str | Path) ->
             raise ImportFileError(
                 str(path),
                 line,
-                f"unknown event type {event.event_type!r} (known: {', '.join(sorted(known_types))})",
+                f"unknown event type {event.event_type!r} "
+                f"(known: {', '.join(sorted(known_types))})",
             )
     return record_interactions(conn, (event for _, event in events))

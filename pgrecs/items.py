@@ -60,7 +60,9 @@ class Item:
             parts.append(self.description.strip())
         if self.attributes:
             parts.append(
-                "; ".join(f"{key}: {_attr_text(value)}" for key, value in sorted(self.attributes.items()))
+                "; ".join(
+                    f"{key}: {_attr_text(value)}" for key, value in sorted(self.attributes.items())
+                )
             )
         return ". ".join(part for part in parts if part)
 
@@ -177,7 +179,9 @@ def read_items_file(path: str | Path) -> list[Item]:
             raise ImportFileError(str(path), line, str(exc)) from exc
         if item.item_id in seen:
             raise ImportFileError(
-                str(path), line, f"item {item.item_id!r} already appears on line {seen[item.item_id]}"
+                str(path),
+                line,
+                f"item {item.item_id!r} already appears on line {seen[item.item_id]}",
             )
         seen[item.item_id] = line
         items.append(item)

@@ -19,9 +19,7 @@ def alembic_config(url: str | None = None, x: dict[str, str] | None = None) -> C
     return config
 
 
-def upgrade(
-    url: str | None = None, revision: str = "head", sql: bool = False, **x: str
-) -> None:
+def upgrade(url: str | None = None, revision: str = "head", sql: bool = False, **x: str) -> None:
     command.upgrade(alembic_config(url, x), revision, sql=sql)
 
 

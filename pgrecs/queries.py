@@ -19,4 +19,4 @@ def _all() -> dict[str, str]:
 
 
 def query(name: str) -> sql.SQL:
-    return sql.SQL(_all()[name])  # type: ignore[arg-type]
+    return sql.SQL(_all()[name])

@@ -56,9 +56,13 @@ def test_category_filters(fan: psycopg.Connection) -> None:
         "a100",
     ]
     # same_category intersected with a list that excludes the item's own category: nothing left
-    assert ids(
-        fan, "pgrecs.similar_items('a60', k => 2, categories => '{right}', same_category => true)"
-    ) == []
+    assert (
+        ids(
+            fan,
+            "pgrecs.similar_items('a60', k => 2, categories => '{right}', same_category => true)",
+        )
+        == []
+    )
 
 
 def test_attribute_filter_is_containment(fan: psycopg.Connection) -> None:
@@ -108,7 +112,11 @@ def test_k_guarantee_with_a_selective_filter_in_a_large_catalogue(conn: psycopg.
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [(f"i{n}", vectors[n], "common") for n in range(10_000)]
     # the three rare items are far from the query
-    rows += [("rare0", [-1, 0, 0], "rare"), ("rare1", [-1, 1, 0], "rare"), ("rare2", [-1, 0, 1], "rare")]
+    rows += [
+        ("rare0", [-1, 0, 0], "rare"),
+        ("rare1", [-1, 1, 0], "rare"),
+        ("rare2", [-1, 0, 1], "rare"),
+    ]
     rows.append(("query", [1.0, 0.0, 0.0], "common"))
     insert_items(conn, rows)
     conn.execute("analyze pgrecs.items")

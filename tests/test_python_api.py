@@ -1,0 +1,351 @@
+"""The Python package against a real database: connect, imports, embedding, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+import pgrecs
+from pgrecs.config import configured_url
+from tests.conftest import HashEmbedder
+
+
+@pytest.fixture
+def client(db_url: str) -> pgrecs.Client:
+    with pgrecs.connect(db_url) as c:
+        yield c
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+ITEMS_CSV = """item_id,title,description,category,tags,attributes,available
+b1,Deep Learning with PyTorch,neural networks in python,books,pytorch|deep-learning,"{""format"": ""paperback""}",true
+b2,PostgreSQL Performance,indexes and query plans,books,"[""postgresql"", ""sql""]",{},true
+c1,Italian Cooking Class,fresh pasta by hand,courses,cooking,,false
+"""
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_url_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "PGRECS_DATABASE_URL",
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGSERVICE",
+        "PGHOSTADDR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert configured_url() is None  # nothing configured: embedded
+    monkeypatch.setenv("PGHOST", "db.internal")
+    assert configured_url() == ""  # libpq completes it from PG*
+    monkeypatch.setenv("PGRECS_DATABASE_URL", "postgresql://env/db")
+    assert configured_url() == "postgresql://env/db"
+    assert configured_url("postgresql://arg/db") == "postgresql://arg/db"
+
+
+def test_connect_refuses_an_unmigrated_database(empty_db_url: str) -> None:
+    with pytest.raises(pgrecs.SchemaOutdated, match="pgrecs migrate"):
+        pgrecs.connect(empty_db_url)
+
+
+def test_connect_refuses_a_database_at_another_revision(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("update pgrecs.alembic_version set version_num = '0000'")
+    with pytest.raises(pgrecs.SchemaOutdated, match="at revision 0000"):
+        pgrecs.connect(db_url)
+
+
+def test_connect_refuses_a_database_without_pgvector(admin_url: str) -> None:
+    from tests.conftest import create_database, drop_database
+
+    url = create_database(admin_url, "pgrecs_no_vector")
+    try:
+        with pytest.raises(pgrecs.PgvectorMissing, match="CREATE EXTENSION vector"):
+            pgrecs.connect(url)
+    finally:
+        drop_database(admin_url, "pgrecs_no_vector")
+
+
+def test_unreachable_server_is_a_configuration_error() -> None:
+    with pytest.raises(pgrecs.ConfigurationError, match="cannot reach"):
+        pgrecs.connect("postgresql:///nowhere?host=/nonexistent-dir&connect_timeout=2")
+
+
+# -- items --------------------------------------------------------------------------------------
+
+
+def test_import_csv_and_jsonl_give_the_same_items(client: pgrecs.Client, tmp_path: Path) -> None:
+    assert client.import_items(write(tmp_path / "items.csv", ITEMS_CSV)) == 3
+    row = client.conn.execute(
+        "select title, category, tags, attributes, available from pgrecs.items where item_id = 'b1'"
+    ).fetchone()
+    assert row == (
+        "Deep Learning with PyTorch",
+        "books",
+        ["pytorch", "deep-learning"],
+        {"format": "paperback"},
+        True,
+    )
+    assert client.conn.execute(
+        "select available from pgrecs.items where item_id = 'c1'"
+    ).fetchone() == (False,)
+    jsonl = write(
+        tmp_path / "items.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "item_id": "b1",
+                    "title": "Deep Learning with PyTorch",
+                    "description": "neural networks in python",
+                    "category": "books",
+                    "tags": ["pytorch", "deep-learning"],
+                    "attributes": {"format": "paperback"},
+                    "available": True,
+                },
+            ]
+        ),
+    )
+    assert client.import_items(jsonl) == 0  # unchanged: no row touched
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", "title,category\nx,books\n", "line 1: missing column(s): item_id"),
+        ("extra.csv", "item_id,colour\na,red\n", "unknown column(s): colour"),
+        ("ragged.csv", "item_id,title\na,A\nb,B,extra\n", "line 3: wrong number of fields"),
+        ("badjson.jsonl", '{"item_id": "a"}\n{"item_id": \n', "line 2: not valid JSON"),
+        (
+            "noid.jsonl",
+            '{"item_id": "a"}\n{"title": "no id"}\n',
+            "line 2: missing column(s): item_id",
+        ),
+        (
+            "dup.jsonl",
+            '{"item_id": "a"}\n{"item_id": "a"}\n',
+            "line 2: item 'a' already appears on line 1",
+        ),
+        ("attrs.csv", "item_id,attributes\na,[1]\n", "line 2: attributes must be a JSON object"),
+        ("avail.csv", "item_id,available\na,maybe\n", "line 2: available must be true or false"),
+        ("nul.jsonl", '{"item_id": "a", "title": "x\\u0000y"}\n', "line 1: title contains a NUL"),
+        (
+            "huge.jsonl",
+            json.dumps({"item_id": "a", "description": "x" * 100_001}) + "\n",
+            "line 1: description is 100001 characters",
+        ),
+        ("types.jsonl", '{"item_id": "a", "title": ["list"]}\n', "line 1: title must be text"),
+        ("items.txt", "item_id\na\n", "unknown file type"),
+    ],
+)
+def test_bad_import_files_name_the_line_and_write_nothing(
+    client: pgrecs.Client, tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    path = write(tmp_path / name, content)
+    with pytest.raises(pgrecs.ImportFileError) as caught:
+        client.import_items(path)
+    assert message in str(caught.value)
+    assert "nothing was imported" in str(caught.value)
+    assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (0,)
+
+
+def test_interaction_import_is_all_or_nothing(client: pgrecs.Client, tmp_path: Path) -> None:
+    client.import_items(write(tmp_path / "items.csv", ITEMS_CSV))
+    good = "user_id,item_id,event_type,occurred_at\nu1,b1,click,2026-01-02T03:04:05Z\n"
+    assert client.import_interactions(write(tmp_path / "ok.csv", good)) == 1
+    for body, message in [
+        ("u1,b2,click,2026-01-02\nu1,zzz,click,2026-01-02\n", "line 3: unknown item 'zzz'"),
+        ("u1,b2,click,2026-01-02\nu1,b2,teleport,2026-01-02\n", "line 3: unknown event type"),
+        ("u1,b2,click,yesterday\n", "line 2: occurred_at 'yesterday' is not an ISO 8601"),
+        (",b2,click,2026-01-02\n", "line 2: user_id is required"),
+    ]:
+        path = write(tmp_path / "bad.csv", "user_id,item_id,event_type,occurred_at\n" + body)
+        with pytest.raises(pgrecs.ImportFileError, match=message):
+            client.import_interactions(path)
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (1,)
+
+
+def test_upsert_rejects_duplicates_and_bad_rows_without_writing(client: pgrecs.Client) -> None:
+    with pytest.raises(pgrecs.InvalidParameter, match="appears twice"):
+        client.upsert_items([{"item_id": "a"}, {"item_id": "a"}])
+    with pytest.raises(pgrecs.InvalidParameter, match="item_id is required"):
+        client.upsert_items([{"item_id": "ok"}, {"item_id": None}])
+    assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (0,)
+
+
+def test_delete_items_removes_them_and_their_interactions(client: pgrecs.Client) -> None:
+    client.upsert_items([{"item_id": "a"}, {"item_id": "b"}])
+    client.record_interactions([{"user_id": "u", "item_id": "a", "event_type": "click"}])
+    assert client.delete_items(["a", "missing"]) == ["a"]
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
+
+
+def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Client) -> None:
+    client.upsert_items([{"item_id": "a"}])
+    with pytest.raises(pgrecs.IntegrityError, match="not present"):
+        client.record_interactions(
+            [
+                {"user_id": "u", "item_id": "a", "event_type": "click"},
+                {"user_id": "u", "item_id": "nope", "event_type": "click"},
+            ]
+        )
+    with pytest.raises(pgrecs.InvalidParameter, match="finite"):
+        client.record_interactions(
+            [{"user_id": "u", "item_id": "a", "event_type": "click", "weight": "nan"}]
+        )
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
+
+
+# -- embedding ------------------------------------------------------------------------------------
+
+
+def test_embed_pending_embeds_once_and_reuses_the_cache(
+    client: pgrecs.Client, tmp_path: Path
+) -> None:
+    embedder = HashEmbedder(3)
+    client.import_items(write(tmp_path / "items.csv", ITEMS_CSV))
+    first = client.embed_pending(embedder, progress=False)
+    assert (first.embedded, first.cached, first.skipped) == (3, 0, 0)
+    again = client.embed_pending(embedder, progress=False)
+    assert (again.embedded, again.cached, again.skipped) == (0, 0, 3)
+    # one description changes: only that item is re-embedded
+    client.conn.execute("update pgrecs.items set description = 'new text' where item_id = 'b2'")
+    changed = client.embed_pending(embedder, progress=False)
+    assert (changed.embedded, changed.cached, changed.skipped) == (1, 0, 2)
+    # changing it back finds the old vector in the cache: no model call
+    calls = len(embedder.calls)
+    client.conn.execute(
+        "update pgrecs.items set description = 'indexes and query plans' where item_id = 'b2'"
+    )
+    back = client.embed_pending(embedder, progress=False)
+    assert (back.embedded, back.cached) == (0, 1)
+    assert len(embedder.calls) == calls
+    stored = client.conn.execute(
+        "select embedding from pgrecs.items where item_id = 'b1'"
+    ).fetchone()[0]
+    expected = embedder.encode(
+        [
+            pgrecs.Item.from_row(
+                {
+                    "item_id": "b1",
+                    "title": "Deep Learning with PyTorch",
+                    "description": "neural networks in python",
+                    "category": "books",
+                    "tags": ["pytorch", "deep-learning"],
+                    "attributes": {"format": "paperback"},
+                }
+            ).text()
+        ]
+    )[0]
+    np.testing.assert_allclose(stored.to_numpy(), expected, rtol=1e-6)
+
+
+def test_identical_texts_are_encoded_once(client: pgrecs.Client) -> None:
+    embedder = HashEmbedder(3)
+    client.upsert_items([{"item_id": f"dup{n}", "title": "same text"} for n in range(5)])
+    report = client.embed_pending(embedder, progress=False)
+    assert report.embedded == 1 and report.cached == 4
+    assert sum(embedder.calls) == 1
+
+
+def test_model_guard(client: pgrecs.Client) -> None:
+    client.upsert_items([{"item_id": "a", "title": "x"}])
+    client.embed_pending(HashEmbedder(3, name="model-a"), progress=False)
+    with pytest.raises(pgrecs.ModelMismatch, match="'model-a'"):
+        client.embed_pending(HashEmbedder(3, name="model-b"), progress=False)
+    with pytest.raises(
+        pgrecs.DimensionMismatch, match="makes 5-d vectors but the database holds 3-d"
+    ):
+        client.embed_pending(HashEmbedder(5, name="model-a"), progress=False)
+    assert client.conn.execute(
+        "select name, dimension from pgrecs.models where active"
+    ).fetchall() == [("model-a", 3)]
+
+
+def test_embedder_returning_nan_writes_nothing(client: pgrecs.Client) -> None:
+    class NaNEmbedder(HashEmbedder):
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            out = super().encode(texts)
+            out[0, 0] = np.nan
+            return out
+
+    client.upsert_items([{"item_id": "a", "title": "x"}])
+    with pytest.raises(pgrecs.InvalidParameter, match="NaN"):
+        client.embed_pending(NaNEmbedder(3), progress=False)
+    assert client.conn.execute(
+        "select count(*) from pgrecs.items where embedding is not null"
+    ).fetchone() == (0,)
+
+
+# -- queries through Python -----------------------------------------------------------------------
+
+
+def test_similar_items_typed_rows_and_named_errors(client: pgrecs.Client) -> None:
+    client.upsert_items(
+        [
+            {"item_id": i, "title": t}
+            for i, t in [("a", "red apple fruit"), ("b", "green apple fruit"), ("c", "steel pan")]
+        ]
+    )
+    client.embed_pending(HashEmbedder(3), progress=False)
+    client.conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    rows = client.similar_items("a", k=2)
+    assert [type(r) for r in rows] == [pgrecs.SimilarItem, pgrecs.SimilarItem]
+    assert rows[0].score >= rows[1].score
+    with pytest.raises(pgrecs.UnknownItem, match="unknown item 'zzz'"):
+        client.similar_items("zzz")
+    with pytest.raises(pgrecs.InvalidParameter, match="k must be between 1 and 1000"):
+        client.similar_items("a", k=0)
+    with pytest.raises(pgrecs.InvalidParameter, match="JSON object"):
+        client.similar_items("a", filter=[1])  # type: ignore[arg-type]
+    client.upsert_items([{"item_id": "new"}])
+    with pytest.raises(pgrecs.NotEmbedded, match="pgrecs embed"):
+        client.similar_items("new")
+
+
+def test_privileges_per_role(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into pgrecs.items (item_id, embedding) values"
+            " ('a', '[1,0,0]'), ('b', '[0,1,0]')"
+        )
+        for role in ("reader", "writer"):
+            conn.execute(f"drop role if exists pgrecs_test_{role}")
+            conn.execute(f"create role pgrecs_test_{role} login in role pgrecs_{role}")
+    try:
+        for role in ("reader", "writer"):
+            url = psycopg.conninfo.make_conninfo(db_url, user=f"pgrecs_test_{role}")
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("select item_id from pgrecs.similar_items('a')").fetchall() == [
+                    ("b",)
+                ]
+                write = (
+                    "insert into pgrecs.interactions (user_id, item_id, event_type)"
+                    " values ('u', 'a', 'click')"
+                )
+                if role == "reader":
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        conn.execute(write)
+                else:
+                    conn.execute(write)
+                    conn.execute("insert into pgrecs.items (item_id) values ('c')")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("create table pgrecs.sneaky (x int)")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("update pgrecs.settings set value = '0' where name = 'ef_search'")
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("drop owned by pgrecs_test_reader, pgrecs_test_writer")
+            conn.execute("drop role pgrecs_test_reader")
+            conn.execute("drop role pgrecs_test_writer")
