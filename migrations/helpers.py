@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from alembic import context, op
+from alembic.util import CommandError
 from sqlalchemy import text
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -40,7 +41,7 @@ def x_int(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise SystemExit(f"-x {name}={raw!r}: expected an integer") from None
+        raise CommandError(f"-x {name}={raw!r}: expected an integer") from None
     if not low <= value <= high:
-        raise SystemExit(f"-x {name}={value}: must be between {low} and {high}")
+        raise CommandError(f"-x {name}={value}: must be between {low} and {high}")
     return value

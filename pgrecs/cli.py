@@ -8,9 +8,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from pgrecs import embedded
 from pgrecs.config import ENVIRONMENT_HELP
-from pgrecs.errors import InvalidParameter, PgrecsError
+from pgrecs.errors import InvalidParameter, PgrecsError, translate
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -49,6 +51,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"pgrecs: error: {exc}", file=sys.stderr)
         return 1
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -59,13 +60,51 @@ class Client:
         params = {
             "item_id": item_id,
             "k": k,
-            "categories": list(categories) if categories is not None else None,
+            "categories": _list(categories),
             "same_category": same_category,
             "filter": Jsonb(filter) if filter is not None else None,
             "exclude_seen_by": exclude_seen_by,
         }
+        return self._scored("similar_items", params)
+
+    def recommend_for_items(
+        self,
+        item_ids: Sequence[str],
+        weights: Sequence[float] | None = None,
+        k: int = 10,
+        categories: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        negative_item_ids: Sequence[str] | None = None,
+    ) -> list[SimilarItem]:
+        """Recommendations for an anonymous session from the items in it."""
+        params = {
+            "item_ids": list(item_ids),
+            "weights": [float(w) for w in weights] if weights is not None else None,
+            "k": k,
+            "categories": _list(categories),
+            "filter": Jsonb(filter) if filter is not None else None,
+            "negative_item_ids": _list(negative_item_ids),
+        }
+        return self._scored("recommend_for_items", params)
+
+    def popular_items(
+        self,
+        k: int = 10,
+        categories: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        since: timedelta | None = None,
+    ) -> list[SimilarItem]:
+        params = {
+            "k": k,
+            "categories": _list(categories),
+            "filter": Jsonb(filter) if filter is not None else None,
+            "since": since,
+        }
+        return self._scored("popular_items", params)
+
+    def _scored(self, name: str, params: Mapping[str, Any]) -> list[SimilarItem]:
         with translated(), self.conn.cursor(row_factory=class_row(SimilarItem)) as cur:
-            return cur.execute(query("similar_items"), params).fetchall()
+            return cur.execute(query(name), params).fetchall()
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -99,6 +138,10 @@ class Client:
                 self._embedder = embed.SentenceTransformerEmbedder()
             embedder = self._embedder
         return embed.embed_pending(self.conn, embedder, batch_size=batch_size, progress=progress)
+
+
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return list(values) if values is not None else None
 
 
 def connect(url: str | None = None, *, check: bool = True) -> Client:

@@ -19,8 +19,9 @@ EMBEDDED_DATABASE = "pgrecs"
 ENVIRONMENT_HELP = """\
 environment variables:
   PGRECS_DATABASE_URL  PostgreSQL URL or conninfo (wins over PG* variables)
-  PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSERVICE
-                       standard libpq variables, used when PGRECS_DATABASE_URL is unset
+  PGHOST, PGHOSTADDR, PGPORT, PGDATABASE, PGUSER, PGSERVICE
+                       standard libpq variables (PGPASSWORD etc. apply too); any of these
+                       selects your server when PGRECS_DATABASE_URL is unset
   PGRECS_DATA_DIR      where the embedded PostgreSQL keeps its data when no server is
                        configured (default: the user data directory, e.g. ~/.local/share/pgrecs)
   PGRECS_MODEL         sentence-transformers model name or path

@@ -9,7 +9,7 @@ from pgvector.psycopg import register_vector
 
 from pgrecs import embedded
 from pgrecs.config import configured_url
-from pgrecs.errors import PgvectorMissing, SchemaOutdated, translated
+from pgrecs.errors import PgvectorMissing, SchemaOutdated, translate, translated
 from pgrecs.queries import query
 
 # The Alembic head this package's SQL calls expect (a test keeps it equal to migrations/).
@@ -54,6 +54,8 @@ def check_database(conn: psycopg.Connection[Any]) -> None:
             found = conn.execute(query("schema_revision")).fetchone()
     except psycopg.errors.UndefinedTable:
         found = None
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
     revision = found[0] if found else None
     if revision != SCHEMA_REVISION:
         state = f"at revision {revision}" if revision else "not migrated"

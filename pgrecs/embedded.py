@@ -6,7 +6,6 @@ local development server; `pgrecs db stop` stops it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import subprocess
 import warnings
@@ -71,14 +70,16 @@ def stop(base: Path | None = None) -> bool:
     if url(base) is None:
         return False
     user = "embedded_postgres" if _running_as_root() else None
-    with contextlib.suppress(subprocess.CalledProcessError):
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
-            user=user,
-            check=True,
-            capture_output=True,
-        )
-    return url(base) is None
+    result = subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
+        user=user,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if url(base) is not None:
+        raise ConfigurationError(f"could not stop the embedded PostgreSQL: {result.stderr.strip()}")
+    return True
 
 
 def _running_as_root() -> bool:

@@ -34,7 +34,7 @@ def read_rows(
                             name, reader.line_num, "wrong number of fields for the header"
                         )
                     yield reader.line_num, row
-            elif suffix in (".jsonl", ".ndjson", ".json"):
+            elif suffix in (".jsonl", ".ndjson"):
                 for number, line in enumerate(handle, start=1):
                     if not line.strip():
                         continue

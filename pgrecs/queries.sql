@@ -63,3 +63,14 @@ on conflict do nothing;
 update pgrecs.items
 set embedding = %(embedding)s, content_hash = %(content_hash)s, embedded_at = now()
 where item_id = %(item_id)s;
+
+-- name: recommend_for_items
+select item_id, score
+from pgrecs.recommend_for_items(%(item_ids)s, weights => %(weights)s, k => %(k)s,
+                                categories => %(categories)s, filter => %(filter)s,
+                                negative_item_ids => %(negative_item_ids)s);
+
+-- name: popular_items
+select item_id, score
+from pgrecs.popular_items(k => %(k)s, categories => %(categories)s, filter => %(filter)s,
+                          since => %(since)s);

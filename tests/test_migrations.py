@@ -72,8 +72,12 @@ def test_dimension_comes_from_configuration(empty_db_url: str) -> None:
 
 
 def test_bad_dimension_is_refused(empty_db_url: str) -> None:
-    with pytest.raises(SystemExit, match="dim"):
+    from alembic.util import CommandError
+
+    with pytest.raises(CommandError, match="-x dim=0: must be between 1 and 2000"):
         migrate.upgrade(empty_db_url, dim="0")
+    with pytest.raises(CommandError, match="-x dim=4096"):
+        migrate.upgrade(empty_db_url, dim="4096")
     assert pgrecs_objects(empty_db_url)["tables"] <= {"alembic_version"}
 
 

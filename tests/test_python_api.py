@@ -349,3 +349,31 @@ def test_privileges_per_role(db_url: str) -> None:
             conn.execute("drop owned by pgrecs_test_reader, pgrecs_test_writer")
             conn.execute("drop role pgrecs_test_reader")
             conn.execute("drop role pgrecs_test_writer")
+
+
+def test_session_and_popular_calls_from_python(client: pgrecs.Client) -> None:
+    from datetime import timedelta
+
+    client.upsert_items(
+        [
+            {"item_id": i, "title": t}
+            for i, t in [
+                ("a", "red apple fruit"),
+                ("b", "green apple fruit"),
+                ("c", "steel pan"),
+                ("d", "pan"),
+            ]
+        ]
+    )
+    client.embed_pending(HashEmbedder(3), progress=False)
+    client.conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    client.record_interactions([{"user_id": "u", "item_id": "c", "event_type": "purchase"}])
+    rows = client.recommend_for_items(["a"], k=3)
+    assert [r.item_id for r in rows] != [] and "a" not in [r.item_id for r in rows]
+    assert len(rows) == 3
+    top = client.popular_items(k=2, since=timedelta(days=1))
+    assert top[0] == pgrecs.SimilarItem("c", 3.0)
+    with pytest.raises(pgrecs.UnknownItem, match="zz"):
+        client.recommend_for_items(["zz"])
+    with pytest.raises(pgrecs.InvalidParameter, match="since must be a positive interval"):
+        client.popular_items(since=timedelta(days=-1))

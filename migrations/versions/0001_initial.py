@@ -1,5 +1,6 @@
 """Initial schema: items, users, interactions, event types, settings, embedding cache, models,
-roles, and pgrecs.similar_items.
+roles, and the first SQL functions (similar_items, recommend_for_items, popular_items,
+record_interaction).
 
 Revision ID: 0001
 Revises:
@@ -21,12 +22,22 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-FUNCTIONS = ["_setting.sql", "_nearest.sql", "similar_items.sql"]
+FUNCTIONS = [
+    "_setting.sql",
+    "_check_query_args.sql",
+    "_nearest.sql",
+    "_top_k.sql",
+    "similar_items.sql",
+    "recommend_for_items.sql",
+    "popular_items.sql",
+    "record_interaction.sql",
+]
 
 
 def upgrade() -> None:
-    dim = x_int("dim", 384, 1, 16000)
-    collab_dim = x_int("collab_dim", 64, 1, 16000)
+    # 2000: the most dimensions pgvector's HNSW index takes for `vector`
+    dim = x_int("dim", 384, 1, 2000)
+    collab_dim = x_int("collab_dim", 64, 1, 2000)
     execute_sql("create extension if not exists vector with schema public")
     execute_sql(f"""
 do $$
@@ -162,6 +173,7 @@ revoke all on all functions in schema pgrecs from public;
 grant usage on schema pgrecs to pgrecs_reader, pgrecs_writer;
 grant select on all tables in schema pgrecs to pgrecs_reader, pgrecs_writer;
 grant execute on all functions in schema pgrecs to pgrecs_reader, pgrecs_writer;
+revoke execute on function pgrecs.record_interaction(text, text, text, timestamptz) from pgrecs_reader;
 grant insert, update, delete on pgrecs.items, pgrecs.interactions, pgrecs.users,
     pgrecs.embedding_cache to pgrecs_writer;
 grant insert, update on pgrecs.models to pgrecs_writer;
@@ -172,8 +184,13 @@ def downgrade() -> None:
     # The schema itself stays: it holds Alembic's version table. The roles stay when other
     # databases still grant them something (roles are cluster-wide).
     execute_sql("""
+drop function if exists pgrecs.record_interaction(text, text, text, timestamptz);
+drop function if exists pgrecs.popular_items(integer, text[], jsonb, interval);
+drop function if exists pgrecs.recommend_for_items(text[], double precision[], integer, text[], jsonb, text[]);
 drop function if exists pgrecs.similar_items(text, integer, text[], boolean, jsonb, text);
+drop function if exists pgrecs._top_k(public.vector, integer, text[], jsonb, text, text[], public.vector[]);
 drop function if exists pgrecs._nearest(public.vector, integer, text[], jsonb, text, text[], boolean);
+drop function if exists pgrecs._check_query_args(text, integer, jsonb);
 drop function if exists pgrecs._setting(text);
 drop table if exists pgrecs.interactions, pgrecs.users, pgrecs.embedding_cache, pgrecs.settings,
     pgrecs.event_types, pgrecs.items, pgrecs.models;

@@ -1,0 +1,163 @@
+"""recommend_for_items, popular_items and record_interaction on hand-made 3-d vectors."""
+
+from __future__ import annotations
+
+import math
+
+import psycopg
+import pytest
+
+from tests.conftest import insert_items
+
+
+def ids(conn: psycopg.Connection, call: str) -> list[str]:
+    return [row[0] for row in conn.execute(f"select item_id from {call}")]
+
+
+def unit(deg: float) -> list[float]:
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg)), 0.0]
+
+
+@pytest.fixture
+def fan(conn: psycopg.Connection) -> psycopg.Connection:
+    """a0 .. a160 on a half circle, 20° apart; even tens are 'left' below 80°."""
+    insert_items(
+        conn,
+        [
+            (f"a{d}", unit(d), "left" if d < 80 else "right", f'{{"deg": {d}}}')
+            for d in range(0, 180, 20)
+        ],
+    )
+    return conn
+
+
+# -- recommend_for_items ---------------------------------------------------------------------------
+
+
+def test_session_items_pull_towards_their_mean_and_are_excluded(fan: psycopg.Connection) -> None:
+    # mean of 0° and 40° points at 20°; neither input comes back
+    assert ids(fan, "pgrecs.recommend_for_items('{a0,a40}', k => 3)") == ["a20", "a60", "a80"]
+
+
+def test_weights_and_negative_items(fan: psycopg.Connection) -> None:
+    # a heavy weight on a160 moves the query next to it
+    assert ids(fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{1,5}', k => 1)") == [
+        "a140"
+    ]
+    # a negative item pushes away and is never returned: v(80°) - v(100°) points at 0°
+    got = ids(fan, "pgrecs.recommend_for_items('{a80}', k => 8, negative_item_ids => '{a100}')")
+    assert got[:2] == ["a0", "a20"]
+    assert "a100" not in got and "a80" not in got and len(got) == 7
+
+
+def test_session_filters_and_k_guarantee(fan: psycopg.Connection) -> None:
+    assert ids(fan, "pgrecs.recommend_for_items('{a0}', k => 10, categories => '{right}')") == [
+        "a80",
+        "a100",
+        "a120",
+        "a140",
+        "a160",
+    ]
+    assert ids(fan, """pgrecs.recommend_for_items('{a0}', filter => '{"deg": 140}')""") == ["a140"]
+
+
+@pytest.mark.parametrize(
+    ("call", "sqlstate", "needle"),
+    [
+        ("pgrecs.recommend_for_items('{}')", "22023", "at least one item"),
+        ("pgrecs.recommend_for_items(null)", "22023", "at least one item"),
+        ("pgrecs.recommend_for_items('{a0,zz,aa}')", "P0002", "unknown item(s) {aa,zz}"),
+        ("pgrecs.recommend_for_items('{a0}', negative_item_ids => '{zz}')", "P0002", "{zz}"),
+        ("pgrecs.recommend_for_items('{a0,NULL}')", "22004", "must not be NULL"),
+        (
+            "pgrecs.recommend_for_items('{a0}', weights => '{1,2}')",
+            "22023",
+            "2 weights for 1 items",
+        ),
+        ("pgrecs.recommend_for_items('{a0}', weights => '{NaN}')", "22023", "finite"),
+        ("pgrecs.recommend_for_items('{a0}', k => 0)", "22023", "k must be between 1 and 1000"),
+        ("pgrecs.recommend_for_items('{a0}', filter => '3')", "22023", "JSON object"),
+        ("pgrecs.recommend_for_items('{a0}', negative_item_ids => '{a0}')", "22023", "cancel out"),
+        ("pgrecs.recommend_for_items('{bare}')", "55000", "have no embedding yet"),
+    ],
+)
+def test_session_bad_input(fan: psycopg.Connection, call: str, sqlstate: str, needle: str) -> None:
+    fan.execute("insert into pgrecs.items (item_id) values ('bare')")
+    with pytest.raises(psycopg.Error) as caught:
+        fan.execute(f"select * from {call}")
+    assert caught.value.sqlstate == sqlstate
+    assert needle in str(caught.value)
+
+
+# -- popular_items --------------------------------------------------------------------------------
+
+
+def test_popularity_sums_weights_and_fills_up_to_k(fan: psycopg.Connection) -> None:
+    fan.execute("""
+        insert into pgrecs.interactions (user_id, item_id, event_type, occurred_at, weight) values
+            ('u1', 'a40', 'purchase', now(), null),               -- 3
+            ('u2', 'a20', 'click', now(), null),                  -- 1
+            ('u3', 'a20', 'click', now() - interval '30 days', null),  -- 1 (old)
+            ('u4', 'a60', 'view', now(), 5.0),                    -- explicit weight 5
+            ('u5', 'a80', 'dislike', now(), null)                 -- -2
+    """)
+    rows = fan.execute("select item_id, score from pgrecs.popular_items(k => 9)").fetchall()
+    assert rows[:3] == [("a60", 5.0), ("a40", 3.0), ("a20", 2.0)]
+    assert rows[-1] == ("a80", -2.0)
+    assert len(rows) == 9  # untouched items fill the list with score 0
+    assert ids(fan, "pgrecs.popular_items(k => 2, since => '7 days')") == ["a60", "a40"]
+    assert fan.execute(
+        "select score from pgrecs.popular_items(k => 3, since => '7 days') where item_id = 'a20'"
+    ).fetchone() == (1.0,)
+    assert ids(fan, "pgrecs.popular_items(k => 2, categories => '{right}')") == ["a100", "a120"]
+    assert ids(fan, """pgrecs.popular_items(filter => '{"deg": 160}')""") == ["a160"]
+    fan.execute("update pgrecs.items set available = false where item_id = 'a60'")
+    assert ids(fan, "pgrecs.popular_items(k => 1)") == ["a40"]
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        ("pgrecs.popular_items(k => 0)", "k must be between 1 and 1000"),
+        ("pgrecs.popular_items(k => 5000)", "got 5000"),
+        ("pgrecs.popular_items(since => '-1 day')", "since must be a positive interval"),
+        ("pgrecs.popular_items(filter => '[]')", "JSON object"),
+    ],
+)
+def test_popular_bad_input(fan: psycopg.Connection, call: str, needle: str) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=needle):
+        fan.execute(f"select * from {call}")
+
+
+# -- record_interaction -------------------------------------------------------------------------
+
+
+def test_record_interaction_is_seen_by_the_next_call(fan: psycopg.Connection, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute("select pgrecs.record_interaction('u1', 'a20', 'click')")
+    # committed on another connection: excluded on the very next query here
+    assert ids(fan, "pgrecs.similar_items('a0', k => 1, exclude_seen_by => 'u1')") == ["a40"]
+    fan.execute("select pgrecs.record_interaction('u1', 'a40', 'cart', '2026-01-01T00:00:00Z')")
+    assert fan.execute(
+        "select event_type, occurred_at = '2026-01-01T00:00:00Z' from pgrecs.interactions"
+        " where item_id = 'a40'"
+    ).fetchone() == ("cart", True)
+
+
+@pytest.mark.parametrize(
+    ("args", "sqlstate", "needle"),
+    [
+        ("'u1', 'zz', 'click'", "P0002", "unknown item 'zz'"),
+        ("'u1', 'a0', 'teleport'", "22023", "unknown event type 'teleport'"),
+        ("null, 'a0', 'click'", "22004", "are required"),
+        ("'u1', 'a0', 'click', 'infinity'", "22023", "finite timestamp"),
+    ],
+)
+def test_record_interaction_bad_input(
+    fan: psycopg.Connection, args: str, sqlstate: str, needle: str
+) -> None:
+    with pytest.raises(psycopg.Error) as caught:
+        fan.execute(f"select pgrecs.record_interaction({args})")
+    assert caught.value.sqlstate == sqlstate
+    assert needle in str(caught.value)
+    assert fan.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
