@@ -12,7 +12,7 @@ import psycopg
 
 from pgrecs import embedded
 from pgrecs.config import ENVIRONMENT_HELP
-from pgrecs.errors import InvalidParameter, PgrecsError, translate
+from pgrecs.errors import ConfigurationError, InvalidParameter, PgrecsError, translate
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -39,6 +39,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
 
     from pgrecs import migrate
 
@@ -53,6 +54,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 1
     except psycopg.Error as exc:
         raise translate(exc) from exc
+    except DBAPIError as exc:  # SQLAlchemy wraps driver errors raised through its engine
+        if isinstance(exc.orig, psycopg.Error):
+            if isinstance(exc.orig, psycopg.OperationalError) and not exc.orig.sqlstate:
+                raise ConfigurationError(f"cannot reach PostgreSQL: {exc.orig}") from exc
+            raise translate(exc.orig) from exc
+        raise
     return 0
 
 

@@ -63,6 +63,10 @@ class IntegrityError(PgrecsError):
     """A write broke a constraint (unknown item or event type, duplicate, NULL id)."""
 
 
+class PermissionDenied(PgrecsError):
+    """The database role lacks a privilege (pgrecs_reader reads, pgrecs_writer also writes)."""
+
+
 class DatabaseError(PgrecsError):
     """PostgreSQL reported an error pgrecs has no more specific name for."""
 
@@ -78,6 +82,8 @@ _BY_SQLSTATE: dict[str, type[PgrecsError]] = {
     "23502": IntegrityError,  # not_null_violation
     "23505": IntegrityError,  # unique_violation
     "23514": IntegrityError,  # check_violation
+    "42501": PermissionDenied,  # insufficient_privilege
+    "22007": InvalidParameter,  # invalid_datetime_format
 }
 
 

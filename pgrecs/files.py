@@ -48,7 +48,7 @@ def read_rows(
                     yield number, row
             else:
                 raise ImportFileError(
-                    name, None, "unknown file type: use .csv (with a header) or .jsonl"
+                    name, None, "unknown file type: use .csv (with a header) or .jsonl / .ndjson"
                 )
         except UnicodeDecodeError as exc:
             raise ImportFileError(name, None, f"not UTF-8 text ({exc.reason})") from exc

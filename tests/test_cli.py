@@ -70,6 +70,16 @@ def test_unmigrated_database_says_how_to_fix_it(empty_db_url: str) -> None:
     assert "unknown item 'a'" in result.stderr
 
 
+def test_migrate_against_a_missing_database_is_a_clear_error(admin_url: str) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    missing = make_conninfo(admin_url, dbname="pgrecs_no_such_database")
+    result = pgrecs("migrate", url=missing, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pgrecs: error: cannot reach PostgreSQL")
+    assert "Traceback" not in result.stderr
+
+
 def test_migrate_sql_prints_a_script_without_touching_the_database(empty_db_url: str) -> None:
     out = pgrecs("migrate", "--sql", "--dim", "768", url=empty_db_url).stdout
     assert "embedding     public.vector(768)" in out

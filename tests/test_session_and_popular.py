@@ -151,6 +151,7 @@ def test_record_interaction_is_seen_by_the_next_call(fan: psycopg.Connection, db
         ("'u1', 'a0', 'teleport'", "22023", "unknown event type 'teleport'"),
         ("null, 'a0', 'click'", "22004", "are required"),
         ("'u1', 'a0', 'click', 'infinity'", "22023", "finite timestamp"),
+        ("'', 'a0', 'click'", "22023", "user_id must not be empty"),
     ],
 )
 def test_record_interaction_bad_input(

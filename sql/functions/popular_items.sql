@@ -1,8 +1,9 @@
 -- pgrecs.popular_items: the most engaged-with items, for cold users and "trending" lists.
 --
 -- score = sum of interaction weights (the row's own weight, else its event type's), over the
--- interactions of the last `since` (all time when NULL). Items nobody touched score 0 and fill
--- the list after the others, so the call returns min(k, eligible) rows. Ties: item_id.
+-- interactions of the last `since` (all time when NULL). Items nobody touched score 0 and still
+-- count (below positive, above negative scores), so the call returns min(k, eligible) rows.
+-- Ties: item_id.
 -- Cost grows with the interaction log (one aggregate per call): cache it in your service for
 -- high request rates.
 create or replace function pgrecs.popular_items(

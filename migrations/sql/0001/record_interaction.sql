@@ -13,9 +13,13 @@ security invoker
 set search_path to pg_catalog, pg_temp
 as $$
 begin
-    if user_id is null or user_id = '' or item_id is null or event_type is null then
+    if user_id is null or item_id is null or event_type is null then
         raise exception using errcode = 'null_value_not_allowed',
             message = 'pgrecs.record_interaction: user_id, item_id and event_type are required';
+    end if;
+    if user_id = '' then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = 'pgrecs.record_interaction: user_id must not be empty';
     end if;
     if occurred_at is null or not isfinite(occurred_at) then
         raise exception using errcode = 'invalid_parameter_value',
