@@ -8,6 +8,7 @@ from importlib.resources import as_file, files
 from pgrecs import migrate
 from pgrecs.client import connect
 from pgrecs.db import resolve_url
+from pgrecs.errors import translated
 
 QUERIES = [
     (
@@ -46,6 +47,20 @@ QUERIES = [
         "join pgrecs.items as i using (item_id)\n"
         "order by s.score desc",
     ),
+    (
+        "A visitor who viewed a knife and a cast-iron skillet (pgrecs.recommend_for_items)",
+        "select s.item_id, s.score, i.title, i.category\n"
+        "from pgrecs.recommend_for_items('{kitchen-003,kitchen-001}', k => 5) as s\n"
+        "join pgrecs.items as i using (item_id)\n"
+        "order by s.score desc",
+    ),
+    (
+        "Most popular courses (pgrecs.popular_items: summed event weights)",
+        "select s.item_id, s.score, i.title\n"
+        "from pgrecs.popular_items(k => 5, categories => '{courses}') as s\n"
+        "join pgrecs.items as i using (item_id)\n"
+        "order by s.score desc",
+    ),
 ]
 
 
@@ -67,9 +82,10 @@ def run(url: str | None = None) -> None:
         print(client.embed_pending())
         for title, sql in QUERIES:
             print(f"\n== {title}\n{_indent(sql)};\n")
-            cur = client.conn.execute(sql)
-            names = [column.name for column in cur.description or []]
-            rows = cur.fetchall()
+            with translated():
+                cur = client.conn.execute(sql)
+                names = [column.name for column in cur.description or []]
+                rows = cur.fetchall()
             print(_table(names, rows))
     print("\nThe same from the command line: pgrecs similar book-001 -k 5")
 
