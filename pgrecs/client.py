@@ -62,7 +62,7 @@ class Client:
             "k": k,
             "categories": _list(categories),
             "same_category": same_category,
-            "filter": Jsonb(filter) if filter is not None else None,
+            "filter": _jsonb(filter),
             "exclude_seen_by": exclude_seen_by,
         }
         return self._scored("similar_items", params)
@@ -82,7 +82,7 @@ class Client:
             "weights": [float(w) for w in weights] if weights is not None else None,
             "k": k,
             "categories": _list(categories),
-            "filter": Jsonb(filter) if filter is not None else None,
+            "filter": _jsonb(filter),
             "negative_item_ids": _list(negative_item_ids),
         }
         return self._scored("recommend_for_items", params)
@@ -97,7 +97,7 @@ class Client:
         params = {
             "k": k,
             "categories": _list(categories),
-            "filter": Jsonb(filter) if filter is not None else None,
+            "filter": _jsonb(filter),
             "since": since,
         }
         return self._scored("popular_items", params)
@@ -142,6 +142,10 @@ class Client:
 
 def _list(values: Sequence[str] | None) -> list[str] | None:
     return list(values) if values is not None else None
+
+
+def _jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:
+    return Jsonb(value) if value is not None else None
 
 
 def connect(url: str | None = None, *, check: bool = True) -> Client:

@@ -7,6 +7,7 @@ local development server; `pgrecs db stop` stops it.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -83,6 +84,4 @@ def stop(base: Path | None = None) -> bool:
 
 
 def _running_as_root() -> bool:
-    import os
-
     return hasattr(os, "geteuid") and os.geteuid() == 0

@@ -95,7 +95,7 @@ def _tags(value: Any) -> tuple[str, ...]:
             except json.JSONDecodeError as exc:
                 raise InvalidParameter(f"tags: not a valid JSON array ({exc.msg})") from exc
         else:
-            value = [tag for tag in stripped.split("|")]
+            value = stripped.split("|")
     if not isinstance(value, list | tuple) or not all(isinstance(tag, str) for tag in value):
         raise InvalidParameter("tags must be a list of strings (JSON array or `a|b|c`)")
     return tuple(tag.strip() for tag in value if tag.strip())
