@@ -25,19 +25,6 @@ begin
             message = format('pgrecs.popular_items: since must be a positive interval, got %s', since);
     end if;
     return query
-        select i.item_id, coalesce(p.score, 0)::float8 as score
-        from pgrecs.items as i
-        left join (
-            select x.item_id, sum(coalesce(x.weight, e.weight)) as score
-            from pgrecs.interactions as x
-            join pgrecs.event_types as e on e.event_type = x.event_type
-            where since is null or x.occurred_at >= now() - since
-            group by x.item_id
-        ) as p on p.item_id = i.item_id
-        where i.available
-          and (categories is null or i.category = any(categories))
-          and (filter is null or i.attributes @> filter)
-        order by score desc, i.item_id
-        limit k;
+        select p.item_id, p.score from pgrecs._popular(k, categories, filter, since, null, null) as p;
 end
 $$;

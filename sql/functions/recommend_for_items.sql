@@ -83,6 +83,7 @@ begin
     from pgrecs.items as i where i.item_id = any(item_ids);
 
     return query select t.item_id, t.score
-        from pgrecs._top_k(v_query, k, categories, filter, null, v_all, v_anchors) as t;
+        from pgrecs._rank(v_query, null, 1, k, categories, filter, null, v_all, v_anchors,
+                          0, 0, null) as t;
 end
 $$;

@@ -1,6 +1,6 @@
 -- pgrecs.similar_items: the k items nearest to an item in the content space.
 --
--- Returns min(k, eligible) rows, best first (see pgrecs._top_k for how). Near-duplicates of a
+-- Returns min(k, eligible) rows, best first (see pgrecs._rank for how). Near-duplicates of a
 -- better result, or of the input item itself, are dropped.
 create or replace function pgrecs.similar_items(
     p_item_id text,
@@ -47,7 +47,7 @@ begin
     end if;
 
     return query select t.item_id, t.score
-        from pgrecs._top_k(v_query, k, categories, filter, exclude_seen_by, array[p_item_id],
-                           array[v_query]) as t;
+        from pgrecs._rank(v_query, null, 1, k, categories, filter, exclude_seen_by,
+                          array[p_item_id], array[v_query], 0, 0, null) as t;
 end
 $$;
