@@ -110,8 +110,13 @@ begin
 end
 $$;
 """)
-    for name in ["_nearest.sql", "_top_k.sql", "similar_items.sql", "recommend_for_items.sql",
-                 "popular_items.sql"]:
+    for name in [
+        "_nearest.sql",
+        "_top_k.sql",
+        "similar_items.sql",
+        "recommend_for_items.sql",
+        "popular_items.sql",
+    ]:
         execute_sql_file("0001", name)
     execute_sql("""
 revoke all on function
