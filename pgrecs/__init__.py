@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgrecs.client import Client, SimilarItem, connect
+from pgrecs.client import Client, Explanation, Recommendation, SimilarItem, connect
 from pgrecs.embed import Embedder, EmbedReport, SentenceTransformerEmbedder
 from pgrecs.errors import (
     ConfigurationError,
@@ -21,6 +21,7 @@ from pgrecs.errors import (
 )
 from pgrecs.interactions import Interaction
 from pgrecs.items import Item
+from pgrecs.users import RefreshReport
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "DimensionMismatch",
     "EmbedReport",
     "Embedder",
+    "Explanation",
     "ImportFileError",
     "IntegrityError",
     "Interaction",
@@ -41,6 +43,8 @@ __all__ = [
     "PermissionDenied",
     "PgrecsError",
     "PgvectorMissing",
+    "Recommendation",
+    "RefreshReport",
     "SchemaOutdated",
     "SentenceTransformerEmbedder",
     "SimilarItem",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from pgrecs import embed, interactions, items
+from pgrecs import embed, interactions, items, users
 from pgrecs.db import check_database, open_connection
 from pgrecs.errors import translated
 from pgrecs.queries import query
@@ -23,6 +23,23 @@ from pgrecs.queries import query
 class SimilarItem:
     item_id: str
     score: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    source: str  # 'content', 'collaborative' or 'popular'
+    because_of: str | None  # the history item contributing most
+
+
+@dataclass(frozen=True)
+class Explanation:
+    history_item_id: str
+    event_type: str
+    occurred_at: datetime
+    weight: float  # effective weight (event weight x recency decay)
+    similarity: float
 
 
 class Client:
@@ -66,6 +83,33 @@ class Client:
             "exclude_seen_by": exclude_seen_by,
         }
         return self._scored("similar_items", params)
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        categories: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        exclude_seen: bool = True,
+        diversity: float = 0.0,
+    ) -> list[Recommendation]:
+        """Personal recommendations (pgrecs.recommend); an unknown user gets popular items."""
+        params = {
+            "user_id": user_id,
+            "k": k,
+            "categories": _list(categories),
+            "filter": _jsonb(filter),
+            "exclude_seen": exclude_seen,
+            "diversity": float(diversity),
+        }
+        with translated(), self.conn.cursor(row_factory=class_row(Recommendation)) as cur:
+            return cur.execute(query("recommend"), params).fetchall()
+
+    def explain(self, user_id: str, item_id: str) -> list[Explanation]:
+        """The user's interactions that pull `item_id` up, largest contribution first."""
+        params = {"user_id": user_id, "item_id": item_id}
+        with translated(), self.conn.cursor(row_factory=class_row(Explanation)) as cur:
+            return cur.execute(query("explain"), params).fetchall()
 
     def recommend_for_items(
         self,
@@ -118,6 +162,32 @@ class Client:
         self, events: Iterable[interactions.Interaction | Mapping[str, Any]]
     ) -> int:
         return interactions.record_interactions(self.conn, events)
+
+    def record_interaction(
+        self, user_id: str, item_id: str, event_type: str, occurred_at: datetime | None = None
+    ) -> None:
+        """One interaction through pgrecs.record_interaction (UnknownItem, InvalidParameter)."""
+        params = {
+            "user_id": user_id,
+            "item_id": item_id,
+            "event_type": event_type,
+            "occurred_at": occurred_at,
+        }
+        with translated():
+            self.conn.execute(query("record_interaction"), params)
+
+    def refresh_users(
+        self,
+        user_ids: Sequence[str] | None = None,
+        *,
+        all_users: bool = False,
+        chunk_size: int = 2000,
+        progress: bool = False,
+    ) -> users.RefreshReport:
+        """Recompute stored user vectors: `user_ids`, else the stale users (all with all_users)."""
+        return users.refresh_users(
+            self.conn, user_ids, all_users=all_users, chunk_size=chunk_size, progress=progress
+        )
 
     def import_items(self, path: str | Path) -> int:
         """Upsert every item of a CSV/JSONL file, or none (ImportFileError names the line)."""

@@ -74,3 +74,66 @@ from pgrecs.recommend_for_items(%(item_ids)s, weights => %(weights)s, k => %(k)s
 select item_id, score
 from pgrecs.popular_items(k => %(k)s, categories => %(categories)s, filter => %(filter)s,
                           since => %(since)s);
+
+-- name: recommend
+select item_id, score, source, because_of
+from pgrecs.recommend(%(user_id)s, k => %(k)s, categories => %(categories)s,
+                      filter => %(filter)s, exclude_seen => %(exclude_seen)s,
+                      diversity => %(diversity)s);
+
+-- name: explain
+select history_item_id, event_type, occurred_at, weight, similarity
+from pgrecs.explain(%(user_id)s, %(item_id)s);
+
+-- name: record_interaction
+select pgrecs.record_interaction(%(user_id)s, %(item_id)s, %(event_type)s,
+                                 coalesce(%(occurred_at)s, now()));
+
+-- User vectors (pgrecs/users.py). A user is stale when the interactions they have now differ
+-- from the ones their stored vectors were computed from (count or newest id).
+
+-- name: stale_users
+select coalesce(s.user_id, u.user_id) as user_id
+from (
+    select x.user_id, count(*) as n, max(x.interaction_id) as last
+    from pgrecs.interactions as x
+    group by x.user_id
+) as s
+full join pgrecs.users as u on u.user_id = s.user_id
+where s.user_id is null and u.refreshed_through is not null
+   or u.user_id is null
+   or u.refreshed_through is distinct from s.last
+   or u.interaction_count is distinct from s.n
+order by 1;
+
+-- name: all_users
+select user_id from pgrecs.interactions
+union
+select user_id from pgrecs.users
+order by 1;
+
+-- name: user_histories
+select x.user_id, x.item_id, coalesce(x.weight, e.weight) as weight,
+       extract(epoch from x.occurred_at)::float8 as at, x.interaction_id
+from pgrecs.interactions as x
+join pgrecs.event_types as e on e.event_type = x.event_type
+where x.user_id = any(%(user_ids)s)
+order by x.user_id, x.interaction_id;
+
+-- name: item_vectors
+select item_id, embedding, collab_embedding
+from pgrecs.items
+where embedding is not null;
+
+-- name: setting
+select value from pgrecs.settings where name = %(name)s;
+
+-- name: save_user_vectors
+insert into pgrecs.users as u
+    (user_id, content_vector, collab_vector, interaction_count, refreshed_through, refreshed_at)
+values (%(user_id)s, %(content_vector)s, %(collab_vector)s, %(interaction_count)s,
+        %(refreshed_through)s, now())
+on conflict (user_id) do update
+set content_vector = excluded.content_vector, collab_vector = excluded.collab_vector,
+    interaction_count = excluded.interaction_count,
+    refreshed_through = excluded.refreshed_through, refreshed_at = excluded.refreshed_at;

@@ -59,7 +59,7 @@ begin
         from pgrecs.users as u
         where u.user_id = v_user and u.refreshed_through = v_last
           and u.interaction_count = v_count;
-        if not found then
+        if v_content is null then  -- no current stored vector (or none when last refreshed)
             v_content := pgrecs._user_vector(v_user, 'content');
             v_collab := pgrecs._user_vector(v_user, 'collaborative');
         end if;

@@ -1,0 +1,205 @@
+"""User vectors: the weighted, recency-decayed mean of a user's item vectors (spec section 1).
+
+One rule, shared with the SQL function pgrecs._history (a test keeps them equal):
+weight = (the interaction's own weight, else its event type's) * 0.5 ** (age / half_life), age
+measured from the user's latest interaction and capped at 100 half-lives; the user vector is
+the normalized sum of weight * item vector, in the content space and in the collaborative one.
+Negative weights (dislike) pull the vector away from the item. Measuring age from the user's
+latest interaction rather than from now() changes nothing after normalization, so a stored
+vector stays exact until the user's interactions change.
+
+A stored vector is current when the user's interaction count and newest interaction id equal
+the ones it was computed from; `refresh_users` recomputes the others in chunks (memory grows
+with the chunk and the catalogue's vectors, not with the interaction log) and commits chunk by
+chunk, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from scipy import sparse
+from tqdm import tqdm
+
+from pgrecs.errors import InvalidParameter, translated
+from pgrecs.queries import query
+
+MAX_HALF_LIVES = 100.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    users: int  # users whose vectors were written
+    seconds: float
+
+    def __str__(self) -> str:
+        rate = self.users / self.seconds if self.seconds > 0 else 0.0
+        return f"refreshed {self.users} users in {self.seconds:.1f} s ({rate:,.0f} users/s)"
+
+
+@dataclass
+class ItemVectors:
+    """The catalogue's vectors, row i for item ids[i]. Collaborative rows of items without a
+    collaborative vector are zero and flagged False in has_collaborative."""
+
+    ids: dict[str, int]
+    content: np.ndarray
+    collaborative: np.ndarray | None
+    has_collaborative: np.ndarray | None
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection[Any]) -> ItemVectors:
+        ids: dict[str, int] = {}
+        content: list[np.ndarray] = []
+        collab: list[np.ndarray | None] = []
+        with translated(), conn.cursor(binary=True) as cur:
+            for item_id, embedding, collab_embedding in cur.execute(query("item_vectors")):
+                ids[item_id] = len(ids)
+                content.append(embedding.to_numpy())
+                collab.append(None if collab_embedding is None else collab_embedding.to_numpy())
+        matrix = np.vstack(content).astype(np.float32) if content else np.zeros((0, 1), np.float32)
+        present = [v for v in collab if v is not None]
+        if not present:
+            return cls(ids, matrix, None, None)
+        collaborative = np.zeros((len(collab), present[0].shape[0]), np.float32)
+        has = np.zeros(len(collab), bool)
+        for row, vector in enumerate(collab):
+            if vector is not None:
+                collaborative[row] = vector
+                has[row] = True
+        return cls(ids, matrix, collaborative, has)
+
+
+def decayed_weights(
+    user_rows: np.ndarray, weights: np.ndarray, times: np.ndarray, half_life_days: float | None
+) -> np.ndarray:
+    """Effective weights of interactions (user_rows: the user's row per interaction; times in
+    epoch seconds)."""
+    weights = np.asarray(weights, np.float64)
+    if half_life_days is None or half_life_days <= 0 or len(weights) == 0:
+        return weights
+    latest = np.full(int(user_rows.max()) + 1, -np.inf)
+    np.maximum.at(latest, user_rows, times)
+    age = (latest[user_rows] - times) / (half_life_days * DAY)
+    decay = np.power(0.5, np.minimum(age, MAX_HALF_LIVES))
+    result: np.ndarray = weights * decay
+    return result
+
+
+def weighted_means(
+    user_rows: np.ndarray,
+    item_rows: np.ndarray,
+    weights: np.ndarray,
+    matrix: np.ndarray,
+    n: int,
+    present: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row u: normalized sum of weights * matrix[item] over user u's interactions (item_rows
+    -1, or `present` False: no vector). NaN rows for users with no vector to average or whose
+    weighted vectors cancel out."""
+    keep = item_rows >= 0
+    if present is not None:
+        keep &= present[np.maximum(item_rows, 0)]
+    user_items = sparse.csr_matrix(
+        (weights[keep].astype(np.float32), (user_rows[keep], item_rows[keep])),
+        shape=(n, matrix.shape[0]),
+        dtype=np.float32,
+    )
+    sums = np.asarray(user_items @ matrix, dtype=np.float64)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 1e-9, sums / norms, np.nan).astype(np.float32)
+
+
+def half_life_days(conn: psycopg.Connection[Any]) -> float | None:
+    with translated():
+        row = conn.execute(query("setting"), {"name": "half_life_days"}).fetchone()
+    value = row[0] if row else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def stale_users(conn: psycopg.Connection[Any], *, all_users: bool = False) -> list[str]:
+    """Users whose stored vectors do not match their interactions (every user with all_users)."""
+    with translated():
+        rows = conn.execute(query("all_users" if all_users else "stale_users")).fetchall()
+    return [row[0] for row in rows]
+
+
+def refresh_users(
+    conn: psycopg.Connection[Any],
+    user_ids: Sequence[str] | None = None,
+    *,
+    all_users: bool = False,
+    chunk_size: int = 2000,
+    progress: bool = True,
+    items: ItemVectors | None = None,
+) -> RefreshReport:
+    """Recompute and store the vectors of `user_ids` (default: the stale users, or every user
+    with all_users). Users without interactions get NULL vectors."""
+    if chunk_size < 1:
+        raise InvalidParameter("chunk_size must be at least 1")
+    started = time.perf_counter()
+    targets = list(user_ids) if user_ids is not None else stale_users(conn, all_users=all_users)
+    if not targets:
+        return RefreshReport(0, time.perf_counter() - started)
+    items = items if items is not None else ItemVectors.load(conn)
+    half_life = half_life_days(conn)
+    bar = tqdm(total=len(targets), unit="user", desc="refreshing", disable=not progress)
+    for start in range(0, len(targets), chunk_size):
+        chunk = targets[start : start + chunk_size]
+        _refresh_chunk(conn, chunk, items, half_life)
+        bar.update(len(chunk))
+    bar.close()
+    return RefreshReport(len(targets), time.perf_counter() - started)
+
+
+def _refresh_chunk(
+    conn: psycopg.Connection[Any], chunk: list[str], items: ItemVectors, half_life: float | None
+) -> None:
+    position = {user_id: row for row, user_id in enumerate(chunk)}
+    with translated(), conn.transaction():
+        # One snapshot for the read and the write: the stored count and newest id describe
+        # exactly the interactions the vectors were computed from.
+        rows = conn.execute(query("user_histories"), {"user_ids": chunk}).fetchall()
+        n = len(chunk)
+        user_rows = np.fromiter((position[r[0]] for r in rows), np.int64, len(rows))
+        item_rows = np.fromiter((items.ids.get(r[1], -1) for r in rows), np.int64, len(rows))
+        raw = np.fromiter((r[2] for r in rows), np.float64, len(rows))
+        times = np.fromiter((r[3] for r in rows), np.float64, len(rows))
+        weights = decayed_weights(user_rows, raw, times, half_life)
+        content = weighted_means(user_rows, item_rows, weights, items.content, n)
+        collab = (
+            weighted_means(
+                user_rows, item_rows, weights, items.collaborative, n, items.has_collaborative
+            )
+            if items.collaborative is not None
+            else None
+        )
+        counts = np.bincount(user_rows, minlength=n)
+        last: dict[int, int] = {}
+        for user_row, row in zip(user_rows.tolist(), rows, strict=True):
+            last[user_row] = row[4]  # rows come ordered by interaction id within a user
+        with conn.cursor() as cur:
+            cur.executemany(
+                query("save_user_vectors"),
+                [
+                    {
+                        "user_id": user_id,
+                        "content_vector": _vector(content[row]),
+                        "collab_vector": None if collab is None else _vector(collab[row]),
+                        "interaction_count": int(counts[row]),
+                        "refreshed_through": last.get(row),
+                    }
+                    for row, user_id in enumerate(chunk)
+                ],
+            )
+
+
+def _vector(row: np.ndarray) -> np.ndarray | None:
+    return None if np.isnan(row[0]) else row

@@ -1,0 +1,337 @@
+"""pgrecs.recommend and pgrecs.explain on hand-made 3-d vectors: exact expected ids."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from tests.conftest import insert_items
+
+AXES = {"a": (1.0, 0.0, 0.0), "b": (0.0, 1.0, 0.0), "c": (0.0, 0.0, 1.0)}
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _vector(group: str, i: int) -> np.ndarray:
+    """Item i of a group: the group's axis tilted a little, further for higher i."""
+    v = np.array(AXES[group]) + 0.05 * i * np.roll(np.array(AXES[group]), 1)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def shop(conn: psycopg.Connection) -> psycopg.Connection:
+    """Three groups of five items (a1..a5 near x, b near y, c near z), category = group."""
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    insert_items(
+        conn,
+        [
+            (f"{g}{i}", _vector(g, i), g, f'{{"color": "{"red" if i % 2 else "blue"}"}}')
+            for g in AXES
+            for i in range(1, 6)
+        ],
+    )
+    return conn
+
+
+def record(conn: psycopg.Connection, user: str, item: str, event: str, days_ago: float = 0) -> None:
+    conn.execute(
+        "select pgrecs.record_interaction(%s, %s, %s, %s)",
+        (user, item, event, NOW - timedelta(days=days_ago)),
+    )
+
+
+def recommend(conn: psycopg.Connection, call: str) -> list[tuple]:
+    return conn.execute(f"select * from pgrecs.recommend({call})").fetchall()
+
+
+def ids(rows: list[tuple]) -> list[str]:
+    return [r[0] for r in rows]
+
+
+def test_unknown_user_gets_popular_items(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "c3", "purchase")
+    record(shop, "u2", "b2", "click")
+    rows = recommend(shop, "'nobody', k => 4")
+    assert rows == [
+        ("c3", 3.0, "popular", None),
+        ("b2", 1.0, "popular", None),
+        ("a1", 0.0, "popular", None),
+        ("a2", 0.0, "popular", None),
+    ]
+
+
+def test_user_only_with_dislikes_is_cold_and_never_gets_them(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "dislike")
+    rows = recommend(shop, "'u1', k => 3, exclude_seen => false")
+    assert ids(rows) == ["a2", "a3", "a4"]
+    assert {r[2] for r in rows} == {"popular"}
+
+
+def test_history_pulls_its_neighbours_up_and_seen_items_are_excluded(
+    shop: psycopg.Connection,
+) -> None:
+    record(shop, "u1", "a1", "click")
+    record(shop, "u1", "a2", "purchase")
+    rows = recommend(shop, "'u1', k => 4")
+    assert ids(rows)[:3] == ["a3", "a4", "a5"]
+    assert ids(rows)[3][0] in "bc"
+    assert [r[2] for r in rows] == ["content"] * 4
+    assert all(r[3] in ("a1", "a2") for r in rows)
+    scores = [r[1] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_exclude_seen_false_keeps_seen_but_never_negative_items(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "purchase")
+    record(shop, "u1", "a2", "dislike")
+    rows = recommend(shop, "'u1', k => 15, exclude_seen => false")
+    assert "a1" in ids(rows) and "a2" not in ids(rows)
+    assert len(rows) == 14
+
+
+def test_negative_interactions_push_away(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "purchase")
+    record(shop, "u1", "b1", "click")
+    before = ids(recommend(shop, "'u1', k => 13"))
+    record(shop, "u1", "b2", "dislike")
+    record(shop, "u1", "b3", "dislike")
+    after = ids(recommend(shop, "'u1', k => 12"))
+    assert [i[0] for i in before] == list("aaaabbbbccccc")  # b pulled up by the click
+    assert [i[0] for i in after] == list("aaaaccccc") + ["b", "b"]  # now pushed below c
+    assert set(after[-2:]) == {"b4", "b5"}
+
+
+def test_a_click_counts_on_the_very_next_call(shop: psycopg.Connection, db_url: str) -> None:
+    record(shop, "u1", "a1", "click")
+    assert "a2" in ids(recommend(shop, "'u1', k => 3"))
+    with psycopg.connect(db_url) as other:
+        other.execute("select pgrecs.record_interaction('u1', 'a2', 'view')")
+        # not committed yet: still recommended
+        assert "a2" in ids(recommend(shop, "'u1', k => 3"))
+    assert "a2" not in ids(recommend(shop, "'u1', k => 3"))
+
+
+def test_stored_vectors_are_used_while_current(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click")
+    count, last = shop.execute(
+        "select count(*), max(interaction_id) from pgrecs.interactions where user_id = 'u1'"
+    ).fetchone()
+    # a stored vector pointing at the c group, current for u1's one interaction
+    shop.execute(
+        "insert into pgrecs.users (user_id, content_vector, interaction_count, refreshed_through)"
+        " values ('u1', '[0,0,1]', %s, %s)",
+        (count, last),
+    )
+    assert ids(recommend(shop, "'u1', k => 2")) == ["c1", "c2"]
+    record(shop, "u1", "a2", "click")  # now stale: the live history (group a) decides
+    assert ids(recommend(shop, "'u1', k => 2")) == ["a3", "a4"]
+
+
+def test_filters_and_categories(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click")
+    # a1 leans a little towards x; c5 has the largest x component of the c group
+    assert ids(recommend(shop, "'u1', k => 3, categories => '{c}'")) == ["c5", "c4", "c3"]
+    rows = recommend(shop, """'u1', k => 10, filter => '{"color": "blue"}'""")
+    assert ids(rows)[:2] == ["a2", "a4"] and len(rows) == 6
+    shop.execute("update pgrecs.items set available = false where item_id = 'a2'")
+    assert "a2" not in ids(recommend(shop, "'u1', k => 14"))
+
+
+def test_k_guarantee_when_the_user_has_seen_90_percent_of_a_category(
+    conn: psycopg.Connection,
+) -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(2000, 3))
+    insert_items(conn, [(f"i{n}", v, "big" if n < 1950 else "small") for n, v in enumerate(vectors)])
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    conn.execute("update pgrecs.settings set value = '10' where name = 'exact_scan_threshold'")
+    conn.execute("analyze pgrecs.items")
+    small = [f"i{n}" for n in range(1950, 2000)]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.interactions (user_id, item_id, event_type) values ('u1', %s, 'view')",
+            [(i,) for i in small[:45]],
+        )
+    rows = recommend(conn, "'u1', k => 10, categories => '{small}'")
+    assert sorted(ids(rows)) == sorted(small[45:])
+
+
+def test_k_guarantee_with_a_filter_leaving_3_of_10000(conn: psycopg.Connection) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(10_000, 3))
+    with conn.cursor() as cur, cur.copy(
+        "copy pgrecs.items (item_id, embedding, attributes) from stdin"
+    ) as copy:
+        for n, v in enumerate(vectors):
+            rare = '{"rare": true}' if n % 3333 == 1 else "{}"
+            copy.write_row((f"i{n}", f"[{v[0]},{v[1]},{v[2]}]", rare))
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    conn.execute("analyze pgrecs.items")
+    conn.execute("select pgrecs.record_interaction('u1', 'i5', 'click')")
+    rows = recommend(conn, """'u1', k => 10, filter => '{"rare": true}'""")
+    assert sorted(ids(rows)) == ["i1", "i3334", "i6667"]
+
+
+def test_diversity_reranks_with_mmr(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click")
+    record(shop, "u1", "b1", "click", days_ago=30)  # half the weight
+    plain = recommend(shop, "'u1', k => 4")
+    diverse = recommend(shop, "'u1', k => 4, diversity => 0.9")
+    assert ids(plain) == ["a5", "a4", "a3", "a2"]  # a5 leans most towards b1
+    assert ids(diverse)[0] == "a5"
+    assert {i[0] for i in ids(diverse)} == {"a", "b", "c"}
+    scores = [r[1] for r in diverse]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_popularity_penalty_boosts_the_long_tail(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click")
+    for n in range(20):
+        record(shop, f"fan{n}", "a2", "click")
+    assert ids(recommend(shop, "'u1', k => 1")) == ["a2"]
+    shop.execute("update pgrecs.settings set value = '0.1' where name = 'popularity_penalty'")
+    assert ids(recommend(shop, "'u1', k => 1")) == ["a3"]
+
+
+@pytest.fixture
+def collaborative(shop: psycopg.Connection) -> psycopg.Connection:
+    """Collaborative vectors that pair group a with group c (people who like a also like c)."""
+    register_vector(shop)
+    e = np.eye(64, dtype=np.float32)
+    space = {"a": e[0] + 0.1 * e[3], "b": e[1], "c": e[0] + 0.1 * e[4]}
+    for g in AXES:
+        for i in range(1, 6):
+            v = space[g] + 0.01 * i * e[2]
+            shop.execute(
+                "update pgrecs.items set collab_embedding = %s where item_id = %s",
+                (v / np.linalg.norm(v), f"{g}{i}"),
+            )
+    shop.execute("update pgrecs.settings set value = '3' where name = 'warm_threshold'")
+    shop.execute("update pgrecs.settings set value = '0' where name = 'content_weight_warm'")
+    return shop
+
+
+def test_cold_users_follow_content_warm_users_collaborative(
+    collaborative: psycopg.Connection,
+) -> None:
+    record(collaborative, "u1", "a1", "click")
+    record(collaborative, "u1", "a2", "click")
+    cold = recommend(collaborative, "'u1', k => 3, categories => '{b,c}'")
+    assert [r[2] for r in cold] == ["content"] * 3
+    record(collaborative, "u1", "a3", "click")  # 3 interactions: warm
+    warm = recommend(collaborative, "'u1', k => 3, categories => '{b,c}'")
+    assert ids(warm)[0] == "c2" and set(ids(warm)) == {"c1", "c2", "c3"}
+    assert [r[2] for r in warm] == ["collaborative"] * 3
+    assert ids(cold) != ids(warm)
+
+
+def test_because_of_is_explains_first_row(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click", days_ago=60)
+    record(shop, "u1", "b1", "purchase")
+    record(shop, "u1", "c1", "view", days_ago=1)
+    for item_id, _, _, because_of in recommend(shop, "'u1', k => 12"):
+        first = shop.execute(
+            "select history_item_id from pgrecs.explain('u1', %s) limit 1", (item_id,)
+        ).fetchone()
+        assert first is not None and first[0] == because_of, item_id
+
+
+def test_explain_orders_by_weight_times_similarity(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click", days_ago=30)  # weight 1 * 0.5
+    record(shop, "u1", "a5", "purchase")  # weight 3
+    record(shop, "u1", "b1", "dislike")
+    rows = shop.execute("select * from pgrecs.explain('u1', 'a2')").fetchall()
+    assert [r[0] for r in rows] == ["a5", "a1"]
+    assert [r[1] for r in rows] == ["purchase", "click"]
+    assert rows[0][3] == pytest.approx(3.0) and rows[1][3] == pytest.approx(0.5)
+    a2 = _vector("a", 2)
+    assert rows[1][4] == pytest.approx(float(a2 @ _vector("a", 1)), abs=1e-6)
+    assert shop.execute("select * from pgrecs.explain('nobody', 'a2')").fetchall() == []
+
+
+@pytest.mark.parametrize(
+    ("call", "sqlstate", "needle"),
+    [
+        ("pgrecs.recommend(null)", "22004", "user id must not be NULL"),
+        ("pgrecs.recommend('u1', k => 0)", "22023", "k must be between 1 and 1000"),
+        ("pgrecs.recommend('u1', k => 1001)", "22023", "k must be between 1 and 1000"),
+        ("pgrecs.recommend('u1', filter => '[1]')", "22023", "filter must be a JSON object"),
+        ("pgrecs.recommend('u1', filter => '{x')", "22P02", "invalid input syntax for type json"),
+        ("pgrecs.recommend('u1', diversity => 1.5)", "22023", "diversity must be between 0 and 1"),
+        ("pgrecs.recommend('u1', diversity => 'NaN')", "22023", "diversity must be between"),
+        ("pgrecs.recommend('u1', exclude_seen => null)", "22004", "exclude_seen must not be NULL"),
+        ("pgrecs.explain('u1', 'nope')", "P0002", "unknown item 'nope'"),
+        ("pgrecs.explain(null, 'a1')", "22004", "must not be NULL"),
+    ],
+)
+def test_bad_input_raises_standard_sqlstate(
+    shop: psycopg.Connection, call: str, sqlstate: str, needle: str
+) -> None:
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute(f"select * from {call}")
+    assert info.value.sqlstate == sqlstate
+    assert needle in str(info.value)
+
+
+def test_explain_of_an_unembedded_item(shop: psycopg.Connection) -> None:
+    shop.execute("insert into pgrecs.items (item_id) values ('new')")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no embedding yet"):
+        shop.execute("select * from pgrecs.explain('u1', 'new')")
+
+
+def test_concurrent_writes_and_reads_always_return_k(shop: psycopg.Connection, db_url: str) -> None:
+    """One connection records interactions while another recommends: every call answers k rows
+    and never returns an item whose interaction had committed before the call started."""
+    items = [f"{g}{i}" for g in "abc" for i in range(1, 6)]
+    committed: list[str] = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True) as w:
+                for item in items[:10]:
+                    w.execute("select pgrecs.record_interaction('u1', %s, 'click')", (item,))
+                    committed.append(item)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    calls = 0
+    while thread.is_alive() or calls < 5:
+        seen_before = list(committed)
+        rows = recommend(shop, "'u1', k => 5")
+        assert len(rows) == 5
+        assert not set(seen_before) & set(ids(rows))
+        calls += 1
+    thread.join()
+    assert not errors
+    assert set(ids(recommend(shop, "'u1', k => 5"))) == set(items[10:])
+
+
+def test_business_rules_in_the_callers_sql(shop: psycopg.Connection) -> None:
+    """The docs' example: join to the service's own table, filter on stock, re-rank by margin."""
+    shop.execute("create schema shop")
+    shop.execute(
+        "create table shop.products (item_id text primary key, margin numeric, in_stock bool)"
+    )
+    shop.execute(
+        "insert into shop.products values ('a2', 0.1, true), ('a3', 0.9, true),"
+        " ('a4', 0.5, false), ('a5', 0.4, true)"
+    )
+    record(shop, "u1", "a1", "click")
+    rows = shop.execute(
+        """
+        select r.item_id, r.score * p.margin as value
+        from pgrecs.recommend('u1', k => 100) as r
+        join shop.products as p using (item_id)
+        where p.in_stock
+        order by r.score * p.margin desc
+        limit 10
+        """
+    ).fetchall()
+    assert [r[0] for r in rows] == ["a3", "a5", "a2"]
