@@ -136,7 +136,7 @@ def refresh_users(
     user_ids: Sequence[str] | None = None,
     *,
     all_users: bool = False,
-    chunk_size: int = 2000,
+    chunk_size: int = 1000,
     progress: bool = True,
     items: ItemVectors | None = None,
 ) -> RefreshReport:
@@ -160,18 +160,31 @@ def refresh_users(
 
 
 def _refresh_chunk(
-    conn: psycopg.Connection[Any], chunk: list[str], items: ItemVectors, half_life: float | None
+    conn: psycopg.Connection[Any],
+    chunk: list[str],
+    items: ItemVectors,
+    half_life: float | None,
 ) -> None:
     position = {user_id: row for row, user_id in enumerate(chunk)}
+    n = len(chunk)
+    counts = np.zeros(n, np.int64)
+    last: list[int | None] = [None] * n
     with translated(), conn.transaction():
-        # One snapshot for the read and the write: the stored count and newest id describe
-        # exactly the interactions the vectors were computed from.
-        rows = conn.execute(query("user_histories"), {"user_ids": chunk}).fetchall()
-        n = len(chunk)
-        user_rows = np.fromiter((position[r[0]] for r in rows), np.int64, len(rows))
-        item_rows = np.fromiter((items.ids.get(r[1], -1) for r in rows), np.int64, len(rows))
-        raw = np.fromiter((r[2] for r in rows), np.float64, len(rows))
-        times = np.fromiter((r[3] for r in rows), np.float64, len(rows))
+        # One statement, one snapshot: the stored count and newest id describe exactly the
+        # interactions the vectors were computed from.
+        with conn.cursor(binary=True) as cur:
+            rows = cur.execute(query("user_histories"), {"user_ids": chunk}).fetchall()
+        order = np.array([position[r[0]] for r in rows], np.int64)
+        sizes = np.array([r[1] for r in rows], np.int64)
+        counts[order] = sizes
+        for row, r in zip(order.tolist(), rows, strict=True):
+            last[row] = r[2]
+        user_rows = np.repeat(order, sizes)
+        item_rows = np.fromiter(
+            (items.ids.get(item_id, -1) for r in rows for item_id in r[3]), np.int64
+        )
+        raw = np.concatenate([np.asarray(r[4], np.float64) for r in rows] or [np.zeros(0)])
+        times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
         weights = decayed_weights(user_rows, raw, times, half_life)
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
@@ -181,10 +194,6 @@ def _refresh_chunk(
             if items.collaborative is not None
             else None
         )
-        counts = np.bincount(user_rows, minlength=n)
-        last: dict[int, int] = {}
-        for user_row, row in zip(user_rows.tolist(), rows, strict=True):
-            last[user_row] = row[4]  # rows come ordered by interaction id within a user
         with conn.cursor() as cur:
             cur.executemany(
                 query("save_user_vectors"),
@@ -194,7 +203,7 @@ def _refresh_chunk(
                         "content_vector": _vector(content[row]),
                         "collab_vector": None if collab is None else _vector(collab[row]),
                         "interaction_count": int(counts[row]),
-                        "refreshed_through": last.get(row),
+                        "refreshed_through": last[row],
                     }
                     for row, user_id in enumerate(chunk)
                 ],

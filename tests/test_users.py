@@ -1,0 +1,229 @@
+"""User vectors: the weighting rule, stale detection, batch refresh, resume after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+import pgrecs
+from pgrecs import users
+from tests.conftest import ROOT, insert_items
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+V = {"x": [1.0, 0.0, 0.0], "y": [0.0, 1.0, 0.0], "z": [0.0, 0.0, 1.0], "xy": [0.6, 0.8, 0.0]}
+
+
+@pytest.fixture
+def client(db_url: str) -> pgrecs.Client:
+    with pgrecs.connect(db_url) as c:
+        register_vector(c.conn)
+        insert_items(c.conn, [(k, v) for k, v in V.items()])
+        yield c
+
+
+def stored(client: pgrecs.Client, user: str) -> tuple:
+    row = client.conn.execute(
+        "select content_vector, interaction_count, refreshed_through from pgrecs.users"
+        " where user_id = %s",
+        (user,),
+    ).fetchone()
+    assert row is not None
+    return (None if row[0] is None else row[0].to_numpy(), row[1], row[2])
+
+
+def test_weighting_rule_against_a_hand_computed_example(client: pgrecs.Client) -> None:
+    # half-life 30 days: a purchase now (3), a click 30 days earlier (1 * 0.5), a dislike 60
+    # days earlier (-2 * 0.25) and a view with its own weight 4 (a rating) 90 days earlier
+    # (4 * 0.125)
+    client.record_interactions(
+        [
+            {"user_id": "u", "item_id": "x", "event_type": "purchase", "occurred_at": T0},
+            {
+                "user_id": "u",
+                "item_id": "y",
+                "event_type": "click",
+                "occurred_at": T0 - timedelta(days=30),
+            },
+            {
+                "user_id": "u",
+                "item_id": "z",
+                "event_type": "dislike",
+                "occurred_at": T0 - timedelta(days=60),
+            },
+            {
+                "user_id": "u",
+                "item_id": "xy",
+                "event_type": "view",
+                "occurred_at": T0 - timedelta(days=90),
+                "weight": 4,
+            },
+        ]
+    )
+    expected = np.array([3 + 0.5 * 0.6, 0.5 + 0.5 * 0.8, -0.5])
+    expected /= np.linalg.norm(expected)
+
+    assert client.refresh_users().users == 1
+    vector, count, _ = stored(client, "u")
+    np.testing.assert_allclose(vector, expected, atol=1e-6)
+    assert count == 4
+    live = client.conn.execute("select pgrecs._user_vector('u', 'content')").fetchone()[0]
+    np.testing.assert_allclose(live.to_numpy(), expected, atol=1e-6)
+    # explain reports the same effective weights
+    weights = dict(
+        client.conn.execute(
+            "select history_item_id, weight from pgrecs.explain('u', 'xy')"
+        ).fetchall()
+    )
+    assert weights == pytest.approx({"x": 3.0, "y": 0.5, "xy": 0.5})
+
+
+def test_decay_is_relative_to_the_latest_event_and_very_old_events_do_not_underflow(
+    client: pgrecs.Client,
+) -> None:
+    client.record_interactions(
+        [
+            {"user_id": "u", "item_id": "x", "event_type": "click", "occurred_at": T0},
+            {
+                "user_id": "u",
+                "item_id": "y",
+                "event_type": "click",
+                "occurred_at": T0 - timedelta(days=365 * 30),
+            },
+        ]
+    )
+    client.refresh_users()
+    vector, _, _ = stored(client, "u")
+    np.testing.assert_allclose(vector, [1, 0, 0], atol=1e-6)
+    live = client.conn.execute("select pgrecs._user_vector('u', 'content')").fetchone()[0]
+    np.testing.assert_allclose(live.to_numpy(), [1, 0, 0], atol=1e-6)
+
+
+def test_only_stale_users_are_refreshed(client: pgrecs.Client) -> None:
+    client.record_interactions(
+        [
+            {"user_id": u, "item_id": i, "event_type": "click"}
+            for u, i in [("u1", "x"), ("u2", "y"), ("u3", "z")]
+        ]
+    )
+    assert users.stale_users(client.conn) == ["u1", "u2", "u3"]
+    assert client.refresh_users().users == 3
+    assert users.stale_users(client.conn) == []
+    assert client.refresh_users().users == 0
+
+    client.record_interaction("u2", "x", "cart")
+    assert users.stale_users(client.conn) == ["u2"]
+    client.refresh_users()
+    client.conn.execute("delete from pgrecs.items where item_id = 'z'")  # u3 loses its history
+    assert users.stale_users(client.conn) == ["u3"]
+    client.refresh_users()
+    assert stored(client, "u3") == (None, 0, None)
+    assert users.stale_users(client.conn) == []
+    assert client.refresh_users(all_users=True).users == 3
+
+
+def test_an_interaction_committed_late_with_a_lower_id_is_not_lost(
+    client: pgrecs.Client, db_url: str
+) -> None:
+    client.record_interaction("u1", "x", "click")
+    with psycopg.connect(db_url) as slow:
+        # takes an id now, commits after the refresh below has read u1's history
+        slow.execute(
+            "insert into pgrecs.interactions (user_id, item_id, event_type)"
+            " values ('u1', 'y', 'purchase')"
+        )
+        client.record_interaction("u1", "z", "view")
+        client.refresh_users()
+        assert users.stale_users(client.conn) == []
+    assert users.stale_users(client.conn) == ["u1"]
+    client.refresh_users()
+    vector, count, _ = stored(client, "u1")
+    assert count == 3
+    assert vector[1] > 0.9  # the purchase of y dominates now
+
+
+def test_refresh_and_recommend_agree_on_the_vector(client: pgrecs.Client) -> None:
+    rng = np.random.default_rng(1)
+    client.conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    insert_items(client.conn, [(f"r{n}", rng.normal(size=3)) for n in range(200)])
+    client.record_interactions(
+        [
+            {
+                "user_id": f"u{n % 7}",
+                "item_id": f"r{rng.integers(200)}",
+                "event_type": ["view", "click", "cart", "purchase", "dislike"][n % 5],
+                "occurred_at": T0 - timedelta(hours=int(rng.integers(0, 24 * 200))),
+            }
+            for n in range(300)
+        ]
+    )
+    live = {u: client.recommend(u, k=10) for u in [f"u{n}" for n in range(7)]}
+    client.refresh_users()
+    for user, rows in live.items():
+        vector, _, _ = stored(client, user)
+        sql = client.conn.execute("select pgrecs._user_vector(%s, 'content')", (user,)).fetchone()
+        np.testing.assert_allclose(vector, sql[0].to_numpy(), atol=1e-5)
+        assert [r.item_id for r in client.recommend(user, k=10)] == [r.item_id for r in rows]
+
+
+def test_bad_arguments(client: pgrecs.Client) -> None:
+    with pytest.raises(pgrecs.InvalidParameter, match="chunk_size"):
+        client.refresh_users(chunk_size=0)
+    with pytest.raises(pgrecs.IntegrityError, match="event_type"):
+        client.record_interactions([{"user_id": "u", "item_id": "x", "event_type": "zap"}])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):  # plain SQL is checked too
+        client.conn.execute(
+            "insert into pgrecs.interactions (user_id, item_id, event_type)"
+            " values ('u', 'x', 'zap')"
+        )
+    with pytest.raises(pgrecs.InvalidParameter, match="unknown event type"):
+        client.record_interaction("u", "x", "zap")
+    with pytest.raises(pgrecs.UnknownItem):
+        client.record_interaction("u", "nope", "click")
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
+
+
+RESUME_SCRIPT = """
+import sys, time
+import pgrecs
+from pgrecs import users
+original = users._refresh_chunk
+def slow(*args, **kwargs):
+    original(*args, **kwargs)
+    print("chunk", flush=True)
+    time.sleep(0.2)
+users._refresh_chunk = slow
+with pgrecs.connect(sys.argv[1]) as client:
+    client.refresh_users(chunk_size=10)
+"""
+
+
+def test_kill_9_during_refresh_then_resume(client: pgrecs.Client, db_url: str) -> None:
+    client.record_interactions(
+        [{"user_id": f"u{n:03}", "item_id": "x", "event_type": "click"} for n in range(100)]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, db_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.stdout is not None
+    for _ in range(3):
+        assert proc.stdout.readline() == "chunk\n"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    stale = users.stale_users(client.conn)
+    assert 0 < len(stale) <= 70  # three chunks of 10 committed, maybe one more
+    assert client.refresh_users().users == len(stale)
+    assert users.stale_users(client.conn) == []
+    assert client.conn.execute("select count(*) from pgrecs.users").fetchone() == (100,)
