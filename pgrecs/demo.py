@@ -61,6 +61,34 @@ QUERIES = [
         "join pgrecs.items as i using (item_id)\n"
         "order by s.score desc",
     ),
+    (
+        "For user u01 (pgrecs.recommend: recency-weighted history, seen items left out)",
+        "select r.item_id, r.score, r.source, r.because_of, i.title\n"
+        "from pgrecs.recommend('u01', k => 5) as r\n"
+        "join pgrecs.items as i using (item_id)\n"
+        "order by r.score desc",
+    ),
+    (
+        "Why u01 gets its top item (pgrecs.explain: history items that pull it up)",
+        "select e.history_item_id, e.event_type, e.weight, e.similarity\n"
+        "from (select item_id from pgrecs.recommend('u01', k => 1)) as top,\n"
+        "     pgrecs.explain('u01', top.item_id) as e\n"
+        "limit 5",
+    ),
+    (
+        "The same for u01 with MMR diversity",
+        "select r.item_id, r.score, i.category, i.title\n"
+        "from pgrecs.recommend('u01', k => 5, diversity => 0.5) as r\n"
+        "join pgrecs.items as i using (item_id)\n"
+        "order by r.score desc",
+    ),
+    (
+        "A visitor nobody has seen before: popular items (source 'popular')",
+        "select r.item_id, r.score, r.source, i.title\n"
+        "from pgrecs.recommend('new-visitor', k => 3) as r\n"
+        "join pgrecs.items as i using (item_id)\n"
+        "order by r.score desc",
+    ),
 ]
 
 
@@ -80,6 +108,7 @@ def run(url: str | None = None) -> None:
                 print(f"demo interactions: {client.import_interactions(path)} recorded")
         print("embedding with the default model (all-MiniLM-L6-v2, offline) ...")
         print(client.embed_pending())
+        print(client.refresh_users())
         for title, sql in QUERIES:
             print(f"\n== {title}\n{_indent(sql)};\n")
             with translated():
@@ -87,7 +116,7 @@ def run(url: str | None = None) -> None:
                 names = [column.name for column in cur.description or []]
                 rows = cur.fetchall()
             print(_table(names, rows))
-    print("\nThe same from the command line: pgrecs similar book-001 -k 5")
+    print("\nThe same from the command line: pgrecs similar book-001 -k 5; pgrecs recommend u01")
 
 
 def _indent(text: str) -> str:

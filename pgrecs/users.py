@@ -16,8 +16,9 @@ chunk, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,20 @@ class ItemVectors:
     has_collaborative: np.ndarray | None
 
     @classmethod
-    def load(cls, conn: psycopg.Connection[Any]) -> ItemVectors:
+    def load(
+        cls, conn: psycopg.Connection[Any], item_ids: Sequence[str] | None = None
+    ) -> ItemVectors:
+        """Every embedded item, or those of `item_ids`; ordered by item id either way, so sums
+        over the same history add up in the same order (batch and streaming agree bit for bit)."""
         ids: dict[str, int] = {}
         content: list[np.ndarray] = []
         collab: list[np.ndarray | None] = []
+        if item_ids is None:
+            stmt, params = query("item_vectors"), {}
+        else:
+            stmt, params = query("item_vectors_of"), {"item_ids": list(item_ids)}
         with translated(), conn.cursor(binary=True) as cur:
-            for item_id, embedding, collab_embedding in cur.execute(query("item_vectors")):
+            for item_id, embedding, collab_embedding in cur.execute(stmt, params):
                 ids[item_id] = len(ids)
                 content.append(embedding.to_numpy())
                 collab.append(None if collab_embedding is None else collab_embedding.to_numpy())
@@ -141,14 +150,17 @@ def refresh_users(
     items: ItemVectors | None = None,
 ) -> RefreshReport:
     """Recompute and store the vectors of `user_ids` (default: the stale users, or every user
-    with all_users). Users without interactions get NULL vectors."""
+    with all_users). Users without interactions get NULL vectors. Named users (the streaming
+    case: a few at a time) read only their items' vectors; otherwise the catalogue's vectors
+    are read once."""
     if chunk_size < 1:
         raise InvalidParameter("chunk_size must be at least 1")
     started = time.perf_counter()
     targets = list(user_ids) if user_ids is not None else stale_users(conn, all_users=all_users)
     if not targets:
         return RefreshReport(0, time.perf_counter() - started)
-    items = items if items is not None else ItemVectors.load(conn)
+    if items is None and user_ids is None:
+        items = ItemVectors.load(conn)
     half_life = half_life_days(conn)
     bar = tqdm(total=len(targets), unit="user", desc="refreshing", disable=not progress)
     for start in range(0, len(targets), chunk_size):
@@ -162,7 +174,7 @@ def refresh_users(
 def _refresh_chunk(
     conn: psycopg.Connection[Any],
     chunk: list[str],
-    items: ItemVectors,
+    items: ItemVectors | None,
     half_life: float | None,
 ) -> None:
     position = {user_id: row for row, user_id in enumerate(chunk)}
@@ -180,6 +192,8 @@ def _refresh_chunk(
         for row, r in zip(order.tolist(), rows, strict=True):
             last[row] = r[2]
         user_rows = np.repeat(order, sizes)
+        if items is None:
+            items = ItemVectors.load(conn, sorted({i for r in rows for i in r[3]}))
         item_rows = np.fromiter(
             (items.ids.get(item_id, -1) for r in rows for item_id in r[3]), np.int64
         )
@@ -208,6 +222,38 @@ def _refresh_chunk(
                     for row, user_id in enumerate(chunk)
                 ],
             )
+
+
+def watch_users(
+    conninfo: str,
+    *,
+    poll_interval: float = 60.0,
+    stop: threading.Event | None = None,
+    report: Callable[[RefreshReport], None] | None = None,
+) -> None:
+    """`pgrecs refresh --watch`: refresh the stale users now, then every user named by a
+    pgrecs_interactions notification (sent at commit by a trigger on pgrecs.interactions, so
+    record_interactions, pgrecs.record_interaction and plain INSERTs all count), until `stop`
+    is set. The same computation as the batch refresh, so the stored vectors are the same."""
+    from pgrecs.db import open_connection
+    from pgrecs.watch import follow
+
+    state: dict[str, psycopg.Connection[Any]] = {}
+
+    def handle(payloads: set[str] | None) -> None:
+        conn = state.get("conn")
+        if conn is None or conn.closed or conn.broken:
+            conn = state["conn"] = open_connection(conninfo, autocommit=True)
+        named = None if payloads is None or "" in payloads else sorted(payloads)
+        done = refresh_users(conn, named, progress=False)
+        if report is not None and done.users:
+            report(done)
+
+    try:
+        follow(conninfo, "pgrecs_interactions", handle, poll_interval=poll_interval, stop=stop)
+    finally:
+        if "conn" in state:
+            state["conn"].close()
 
 
 def _vector(row: np.ndarray) -> np.ndarray | None:

@@ -165,3 +165,44 @@ def test_real_model_end_to_end(db384_url: str, tmp_path: Path) -> None:
     missing = pgrecs("embed", "--model", "/nonexistent/model", url=db384_url, check=False)
     assert missing.returncode == 1
     assert "cannot load embedding model '/nonexistent/model'" in missing.stderr
+
+
+def test_recommend_explain_refresh(db_url: str) -> None:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    from tests.conftest import insert_items
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+        insert_items(
+            conn,
+            [("x1", [1, 0, 0]), ("x2", [0.9, 0.1, 0]), ("y1", [0, 1, 0]), ("z1", [0, 0, 1])],
+        )
+        conn.execute("select pgrecs.record_interaction('u1', 'x1', 'purchase')")
+
+    rows = json.loads(pgrecs("recommend", "u1", "-k", "2", "--json", url=db_url).stdout)
+    assert rows[0] == {
+        "item_id": "x2",
+        "score": pytest.approx(0.9 / (0.81 + 0.01) ** 0.5),
+        "source": "content",
+        "because_of": "x1",
+    }
+    assert len(rows) == 2
+    table = pgrecs("recommend", "newcomer", "-k", "1", url=db_url).stdout
+    assert table.split("\t")[1:3] == ["x1", "popular"]
+
+    why = json.loads(pgrecs("explain", "u1", "x2", "--json", url=db_url).stdout)
+    assert [(w["history_item_id"], w["event_type"], w["weight"]) for w in why] == [
+        ("x1", "purchase", 3.0)
+    ]
+
+    assert pgrecs("refresh", "-q", url=db_url).stdout.startswith("refreshed 1 users")
+    assert pgrecs("refresh", "-q", url=db_url).stdout.startswith("refreshed 0 users")
+    assert pgrecs("refresh", "-q", "--all", url=db_url).stdout.startswith("refreshed 1 users")
+
+    bad = pgrecs("recommend", "u1", "--diversity", "2", url=db_url, check=False)
+    assert bad.returncode == 1 and "diversity must be between 0 and 1" in bad.stderr
+    assert pgrecs("refresh", "--chunk-size", "0", url=db_url, check=False).returncode == 2
+    assert pgrecs("explain", "u1", url=db_url, check=False).returncode == 2

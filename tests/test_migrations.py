@@ -183,3 +183,30 @@ def test_sql_dir_equals_the_newest_frozen_copies() -> None:
         copies = [rev / path.name for rev in revisions if (rev / path.name).exists()]
         assert copies, f"{path.name}: no migration installs it"
         assert copies[-1].read_text() == path.read_text(), f"{path.name} differs from {copies[-1]}"
+
+
+GOLDEN_PRIVILEGES = ROOT / "tests" / "golden" / "function_privileges.txt"
+
+
+def test_function_privileges_match_the_golden_file(db_url: str) -> None:
+    """Who may call what, per role (pgai-style). PUBLIC may call nothing; a change here is a
+    change to the security surface and must be reviewed (update the golden file on purpose)."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            """
+            select p.oid::regprocedure::text,
+                   has_function_privilege('pgrecs_reader', p.oid, 'execute'),
+                   has_function_privilege('pgrecs_writer', p.oid, 'execute'),
+                   coalesce(bool_or(a.grantee = 0), false)
+            from pg_proc as p
+            left join lateral aclexplode(p.proacl) as a on true
+            where p.pronamespace = 'pgrecs'::regnamespace
+            group by p.oid
+            order by 1
+            """
+        ).fetchall()
+    yes = {True: "yes", False: "no"}
+    actual = "".join(
+        f"{f} reader={yes[r]} writer={yes[w]} public={yes[p]}\n" for f, r, w, p in rows
+    )
+    assert actual == GOLDEN_PRIVILEGES.read_text()

@@ -334,12 +334,22 @@ def test_privileges_per_role(db_url: str) -> None:
                     "insert into pgrecs.interactions (user_id, item_id, event_type)"
                     " values ('u', 'a', 'click')"
                 )
+                record = "select pgrecs.record_interaction('u', 'b', 'click')"
                 if role == "reader":
                     with pytest.raises(psycopg.errors.InsufficientPrivilege):
                         conn.execute(write)
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        conn.execute(record)
                 else:
                     conn.execute(write)
+                    conn.execute(record)
                     conn.execute("insert into pgrecs.items (item_id) values ('c')")
+                    # u has seen every embedded item: nothing left to recommend
+                    assert conn.execute("select * from pgrecs.recommend('u')").fetchall() == []
+                assert conn.execute(
+                    "select item_id, source from pgrecs.recommend('nobody', k => 1)"
+                ).fetchall() == [("a", "popular")]
+                conn.execute("select * from pgrecs.explain('u', 'a')")
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute("create table pgrecs.sneaky (x int)")
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -227,3 +229,41 @@ def test_kill_9_during_refresh_then_resume(client: pgrecs.Client, db_url: str) -
     assert client.refresh_users().users == len(stale)
     assert users.stale_users(client.conn) == []
     assert client.conn.execute("select count(*) from pgrecs.users").fetchone() == (100,)
+
+
+def test_streaming_refresh_equals_batch(client: pgrecs.Client, db_url: str) -> None:
+    rng = np.random.default_rng(5)
+    insert_items(client.conn, [(f"r{n}", rng.normal(size=3)) for n in range(50)])
+    client.record_interaction("early", "x", "click")  # before the watcher: caught up at start
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=users.watch_users, args=(db_url,), kwargs={"stop": stop, "poll_interval": 60}
+    )
+    watcher.start()
+    try:
+        with psycopg.connect(db_url, autocommit=True) as writer:
+            for n in range(40):  # 40 transactions, plain INSERTs, 5 users
+                writer.execute(
+                    "insert into pgrecs.interactions (user_id, item_id, event_type, occurred_at)"
+                    " values (%s, %s, %s, %s)",
+                    (
+                        f"s{n % 5}",
+                        f"r{rng.integers(50)}",
+                        ["view", "click", "purchase", "dislike"][n % 4],
+                        T0 + timedelta(hours=n),
+                    ),
+                )
+        deadline = time.monotonic() + 10
+        while users.stale_users(client.conn) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert users.stale_users(client.conn) == []
+    finally:
+        stop.set()
+        watcher.join()
+    query = "select user_id, content_vector from pgrecs.users order by user_id"
+    streamed = client.conn.execute(query).fetchall()
+    assert [r[0] for r in streamed] == ["early", "s0", "s1", "s2", "s3", "s4"]
+    client.refresh_users(all_users=True)
+    batch = client.conn.execute(query).fetchall()
+    for (user, s), (_, b) in zip(streamed, batch, strict=True):
+        assert np.array_equal(s.to_numpy(), b.to_numpy()), user

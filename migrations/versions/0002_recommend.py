@@ -42,12 +42,15 @@ FUNCTIONS = [
     "explain.sql",
 ]
 
-NEW_FUNCTIONS = """
-pgrecs.explain(text, text),
-pgrecs.recommend(text, integer, text[], jsonb, boolean, double precision),
+# Trigger functions run without an EXECUTE check: nobody is granted them.
+TRIGGER_FUNCTIONS = """
 pgrecs._notify_interactions(),
 pgrecs._notify_items(),
-pgrecs._items_text_changed(),
+pgrecs._items_text_changed()
+"""
+CALLABLE_FUNCTIONS = """
+pgrecs.explain(text, text),
+pgrecs.recommend(text, integer, text[], jsonb, boolean, double precision),
 pgrecs._rank(public.vector, public.vector, double precision, integer, text[], jsonb, text, text[], public.vector[], double precision, double precision, integer),
 pgrecs._nearest(public.vector, integer, text[], jsonb, text, text[], boolean, text),
 pgrecs._popular(integer, text[], jsonb, interval, text, text[]),
@@ -85,8 +88,8 @@ create trigger interactions_notify
     after insert on pgrecs.interactions
     for each row execute function pgrecs._notify_interactions();
 
-revoke all on function {NEW_FUNCTIONS} from public;
-grant execute on function {NEW_FUNCTIONS} to pgrecs_reader, pgrecs_writer;
+revoke all on function {TRIGGER_FUNCTIONS}, {CALLABLE_FUNCTIONS} from public;
+grant execute on function {CALLABLE_FUNCTIONS} to pgrecs_reader, pgrecs_writer;
 """)
 
 
@@ -95,7 +98,7 @@ def downgrade() -> None:
 drop trigger interactions_notify on pgrecs.interactions;
 drop trigger items_notify on pgrecs.items;
 drop trigger items_text_changed on pgrecs.items;
-drop function {NEW_FUNCTIONS};
+drop function {CALLABLE_FUNCTIONS}, {TRIGGER_FUNCTIONS};
 drop index pgrecs.items_unhashed;
 delete from pgrecs.settings
 where name in ('content_weight_cold', 'content_weight_warm', 'popularity_penalty');
