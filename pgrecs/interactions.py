@@ -15,6 +15,7 @@ from pgrecs.errors import ImportFileError, InvalidParameter, translated
 from pgrecs.files import read_rows
 from pgrecs.queries import query
 
+MAX_WEIGHT = 1e6  # the table's check constraint
 INTERACTION_COLUMNS = {"user_id", "item_id", "event_type", "occurred_at", "weight"}
 
 
@@ -66,8 +67,10 @@ def _weight(value: Any) -> float | None:
         weight = float(value)
     except (TypeError, ValueError) as exc:
         raise InvalidParameter(f"weight {value!r} is not a number") from exc
-    if not math.isfinite(weight):
-        raise InvalidParameter(f"weight must be a finite number, got {value!r}")
+    if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT:
+        raise InvalidParameter(
+            f"weight must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {value!r}"
+        )
     return weight
 
 

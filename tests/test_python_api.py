@@ -200,7 +200,7 @@ def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Cli
                 {"user_id": "u", "item_id": "nope", "event_type": "click"},
             ]
         )
-    with pytest.raises(pgrecs.InvalidParameter, match="finite"):
+    with pytest.raises(pgrecs.InvalidParameter, match="weight must be a number between"):
         client.record_interactions(
             [{"user_id": "u", "item_id": "a", "event_type": "click", "weight": "nan"}]
         )

@@ -338,3 +338,51 @@ def test_business_rules_in_the_callers_sql(shop: psycopg.Connection) -> None:
         """
     ).fetchall()
     assert [r[0] for r in rows] == ["a3", "a5", "a2"]
+
+
+def test_a_user_with_more_than_1000_interactions(conn: psycopg.Connection) -> None:
+    rng = np.random.default_rng(11)
+    insert_items(conn, [(f"i{n}", v) for n, v in enumerate(rng.normal(size=(1100, 3)))])
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.interactions (user_id, item_id, event_type) values ('u1', %s, 'view')",
+            [(f"i{n}",) for n in range(1050)],
+        )
+    rows = recommend(conn, "'u1', k => 60")
+    assert sorted(ids(rows)) == sorted(f"i{n}" for n in range(1050, 1100))
+
+
+def test_because_of_is_null_when_no_history_item_is_similar(conn: psycopg.Connection) -> None:
+    insert_items(conn, [("p", [1, 0, 0]), ("q", [-1, 0.2, 0])])
+    record(conn, "u1", "p", "click")
+    rows = recommend(conn, "'u1', k => 1")
+    assert ids(rows) == ["q"] and rows[0][3] is None
+    assert conn.execute("select * from pgrecs.explain('u1', 'q')").fetchall() == []
+
+
+def test_stored_row_from_before_training_gets_a_live_collaborative_vector(
+    collaborative: psycopg.Connection,
+) -> None:
+    for item in ("a1", "a2", "a3"):
+        record(collaborative, "u1", item, "click")
+    collaborative.execute(
+        "insert into pgrecs.users (user_id, content_vector, interaction_count, refreshed_through)"
+        " select 'u1', '[1,0,0]', count(*), max(interaction_id) from pgrecs.interactions"
+    )
+    collaborative.execute(
+        "insert into pgrecs.models (kind, name, dimension) values ('collaborative', 't', 64)"
+    )
+    warm = recommend(collaborative, "'u1', k => 3, categories => '{b,c}'")
+    assert [r[2] for r in warm] == ["collaborative"] * 3
+    assert set(ids(warm)) == {"c1", "c2", "c3"}
+
+
+def test_weights_must_be_finite_and_bounded(shop: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation):
+        shop.execute(
+            "insert into pgrecs.interactions (user_id, item_id, event_type, weight)"
+            " values ('u1', 'a1', 'view', 'Infinity')"
+        )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        shop.execute("update pgrecs.event_types set weight = 1e300 where event_type = 'view'")

@@ -267,3 +267,12 @@ def test_streaming_refresh_equals_batch(client: pgrecs.Client, db_url: str) -> N
     batch = client.conn.execute(query).fetchall()
     for (user, s), (_, b) in zip(streamed, batch, strict=True):
         assert np.array_equal(s.to_numpy(), b.to_numpy()), user
+
+
+def test_an_unbounded_weight_is_refused_before_writing(client: pgrecs.Client) -> None:
+    for weight in (1e300, float("inf"), "nan"):
+        with pytest.raises(pgrecs.InvalidParameter, match="weight must be a number between"):
+            client.record_interactions(
+                [{"user_id": "u", "item_id": "x", "event_type": "view", "weight": weight}]
+            )
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)

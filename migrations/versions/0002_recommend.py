@@ -8,6 +8,7 @@ Create Date: 2026-11-22
 - pgrecs.recommend and pgrecs.explain (spec section 3); similar_items and recommend_for_items
   move onto the shared ranking function pgrecs._rank (replaces pgrecs._top_k).
 - Settings content_weight_cold, content_weight_warm, popularity_penalty.
+- Interaction and event-type weights must lie within +-1e6 (no infinities).
 - Items whose enriched text changes get content_hash NULL (waiting for `pgrecs embed`); new
   and changed items NOTIFY pgrecs_items, new interactions NOTIFY pgrecs_interactions (payload:
   the user id) for `pgrecs embed --watch` and `pgrecs refresh --watch`.
@@ -70,6 +71,12 @@ insert into pgrecs.settings (name, value, description) values
     ('content_weight_warm', '0.3', 'share of the content space in recommend for users with warm_threshold interactions or more'),
     ('popularity_penalty', '0', 'recommend subtracts this * ln(1 + interactions of the item) from each score (long-tail boost; 0 = off)');
 
+-- finite, bounded weights: user vectors are real (float4) sums of weight * vector
+alter table pgrecs.interactions drop constraint interactions_weight_check,
+    add constraint interactions_weight_check check (weight between -1000000 and 1000000);
+alter table pgrecs.event_types drop constraint event_types_weight_check,
+    add constraint event_types_weight_check check (weight between -1000000 and 1000000);
+
 alter table pgrecs.embedding_cache alter column embedding type public.vector;
 comment on column pgrecs.embedding_cache.embedding is
     'Any dimension: vectors of a model being switched to are staged here first.';
@@ -100,6 +107,10 @@ drop trigger items_notify on pgrecs.items;
 drop trigger items_text_changed on pgrecs.items;
 drop function {CALLABLE_FUNCTIONS}, {TRIGGER_FUNCTIONS};
 drop index pgrecs.items_unhashed;
+alter table pgrecs.interactions drop constraint interactions_weight_check,
+    add constraint interactions_weight_check check (weight <> 'NaN'::float8);
+alter table pgrecs.event_types drop constraint event_types_weight_check,
+    add constraint event_types_weight_check check (weight <> 'NaN'::float8);
 delete from pgrecs.settings
 where name in ('content_weight_cold', 'content_weight_warm', 'popularity_penalty');
 do $$

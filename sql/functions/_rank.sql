@@ -82,7 +82,7 @@ begin
     end if;
 
     loop
-        perform set_config('hnsw.ef_search', greatest(v_ef, least(v_n, 1000))::text, true);
+        perform set_config('hnsw.ef_search', least(greatest(v_ef, v_n), 1000)::text, true);
         select coalesce(array_agg(c.item_id), '{}') into v_content_ids
         from pgrecs._nearest(q, v_n, categories, filter, exclude_user, exclude_ids, v_exact,
                              'content') as c;

@@ -9,7 +9,8 @@
 -- pgrecs._rank (near-duplicate collapse, MMR when diversity > 0, settings.popularity_penalty).
 -- Items the user interacted with are excluded when exclude_seen; items with a negative
 -- interaction always are. because_of: the history item contributing most (the first row of
--- pgrecs.explain). Returns min(k, eligible) rows, best first.
+-- pgrecs.explain; NULL when no history item is similar). Returns min(k, eligible) rows, best
+-- first.
 create or replace function pgrecs.recommend(
     user_id text,
     k integer default 10,
@@ -62,6 +63,9 @@ begin
         if v_content is null then  -- no current stored vector (or none when last refreshed)
             v_content := pgrecs._user_vector(v_user, 'content');
             v_collab := pgrecs._user_vector(v_user, 'collaborative');
+        elsif v_collab is null and exists (
+            select from pgrecs.models as m where m.kind = 'collaborative' and m.active) then
+            v_collab := pgrecs._user_vector(v_user, 'collaborative');  -- stored before training
         end if;
     end if;
 
@@ -93,13 +97,17 @@ begin
             where h.weight > 0 and i.embedding is not null
         )
         select r.item_id, r.score, r.source, (
-            select h.item_id from h
-            order by h.weight * (
-                v_w * (1 - (h.embedding operator(public.<=>) ri.embedding))
-                + (1 - v_w) * coalesce(
-                    1 - (h.collab_embedding operator(public.<=>) ri.collab_embedding),
-                    1 - (h.embedding operator(public.<=>) ri.embedding))) desc,
-                h.occurred_at desc, h.item_id
+            select hs.item_id
+            from (
+                select h.item_id, h.weight, h.occurred_at,
+                       v_w * (1 - (h.embedding operator(public.<=>) ri.embedding))
+                       + (1 - v_w) * coalesce(
+                           1 - (h.collab_embedding operator(public.<=>) ri.collab_embedding),
+                           1 - (h.embedding operator(public.<=>) ri.embedding)) as similarity
+                from h
+            ) as hs
+            where hs.similarity > 0
+            order by hs.weight * hs.similarity desc, hs.occurred_at desc, hs.item_id
             limit 1)
         from r
         join pgrecs.items as ri on ri.item_id = r.item_id

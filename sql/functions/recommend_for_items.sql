@@ -1,7 +1,8 @@
 -- pgrecs.recommend_for_items: recommendations for an anonymous session from the items in it.
 --
 -- The query vector is the weighted sum of the input items' content vectors (weights default to 1)
--- minus the sum of the negative items' vectors, normalized. Input and negative items are never
+-- minus the sum of the negative items' vectors (scores are cosine, so its length does not
+-- matter). Input and negative items are never
 -- returned; near-duplicates of an input item or of a better result are dropped.
 -- Returns min(k, eligible) rows, best first.
 create or replace function pgrecs.recommend_for_items(
