@@ -386,3 +386,46 @@ def test_weights_must_be_finite_and_bounded(shop: psycopg.Connection) -> None:
         )
     with pytest.raises(psycopg.errors.CheckViolation):
         shop.execute("update pgrecs.event_types set weight = 1e300 where event_type = 'view'")
+
+
+def _plans(conn: psycopg.Connection, call: str) -> str:
+    """The plans of every statement `call` runs inside the functions (auto_explain, as
+    notices)."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("load 'auto_explain'")
+    conn.execute("set auto_explain.log_min_duration = 0")
+    conn.execute("set auto_explain.log_nested_statements = on")
+    conn.execute("set auto_explain.log_level = notice")
+    conn.execute(call).fetchall()
+    conn.execute("reset auto_explain.log_min_duration")
+    return "\n".join(notices)
+
+
+def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
+    conn: psycopg.Connection,
+) -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(3000, 3))
+    e = np.eye(64, dtype=np.float32)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.items (item_id, embedding, collab_embedding, category)"
+            " values (%s, %s, %s, %s)",
+            [
+                (f"i{n}", v.astype(np.float32), e[n % 64], "rare" if n < 30 else "common")
+                for n, v in enumerate(vectors)
+            ],
+        )
+    conn.execute("update pgrecs.settings set value = '1000' where name = 'exact_scan_threshold'")
+    conn.execute("update pgrecs.settings set value = '0.5' where name = 'content_weight_warm'")
+    conn.execute("update pgrecs.settings set value = '1' where name = 'warm_threshold'")
+    conn.execute("analyze pgrecs.items")
+    record(conn, "u1", "i5", "click")
+    plans = _plans(conn, "select * from pgrecs.recommend('u1', k => 10)")
+    assert "Index Scan using items_embedding_hnsw" in plans
+    assert "Index Scan using items_collab_embedding_hnsw" in plans
+    # 30 eligible items: the deliberate exact path, no HNSW walk
+    plans = _plans(conn, "select * from pgrecs.recommend('u1', k => 10, categories => '{rare}')")
+    assert "using items_embedding_hnsw" not in plans and "items_collab" not in plans
+    assert "Sort" in plans

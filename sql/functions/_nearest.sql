@@ -39,8 +39,10 @@ begin
     end if;
     v_distance := format('(i.%I operator(public.<=>) $1)', v_column);
     stmt := 'select i.item_id, ' || v_distance || '::float8 as distance'
-        || ' from pgrecs.items as i where i.available and i.embedding is not null'
-        || format(' and i.%I is not null', v_column);
+        || ' from pgrecs.items as i where i.available and i.embedding is not null';
+    if space = 'collaborative' then
+        stmt := stmt || ' and i.collab_embedding is not null';
+    end if;
     if categories is not null then
         stmt := stmt || ' and i.category = any($3)';
     end if;
