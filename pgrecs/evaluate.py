@@ -690,3 +690,85 @@ def scratch_database(url: str | None, dim: int) -> str:
 def _has_pgrecs(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("select to_regclass('pgrecs.interactions') is not null").fetchone()
     return bool(row and row[0])
+
+
+def default_train(seed: int = 0) -> TrainFn | None:
+    """The collaborative model the evaluation trains (None while pgrecs has none)."""
+    try:
+        from pgrecs import train as training
+    except ImportError:
+        return None
+
+    def fit(conn: psycopg.Connection[Any]) -> None:
+        training.train(conn, seed=seed, progress=False)
+
+    return fit
+
+
+# Coordinate search, one setting at a time, in this order; each step keeps the best value so far.
+TUNING_STEPS: list[tuple[str, list[Any]]] = [
+    ("weighting", list(WEIGHTINGS)),
+    ("half_life_days", [None, 7, 30, 365]),
+    ("content_weight_warm", [0.0, 0.1, 0.25, 0.5, 1.0]),
+    ("warm_threshold", [5, 10, 20]),
+    ("content_weight_cold", [0.25, 0.5, 1.0]),
+    ("popularity_penalty", [0.0, 0.01, 0.03]),
+]
+
+
+@dataclass
+class Tuning:
+    chosen: dict[str, Any]
+    trials: list[tuple[str, Any, float]]  # (setting, value, validation NDCG@10)
+
+    def markdown(self) -> str:
+        lines = ["| step | value | validation NDCG@10 | |", "|---|---|---|---|"]
+        for name, value, ndcg in self.trials:
+            mark = "chosen" if self.chosen.get(name, object()) == value else ""
+            lines.append(f"| {name} | {value} | {ndcg:.4f} | {mark} |")
+        return "\n".join(lines) + "\n"
+
+
+def tune(
+    dataset: Dataset,
+    url: str,
+    embedder: Any,
+    *,
+    train: TrainFn | None = None,
+    steps: Sequence[tuple[str, Sequence[Any]]] = tuple(TUNING_STEPS),
+    progress: bool = True,
+) -> Tuning:
+    """Choose settings on a validation split carved from the train split (the last 20% of each
+    user's train ratings), never on test: NDCG@10 of `pgrecs.recommend` on validation users."""
+    from pgrecs.db import check_database, open_connection
+    from pgrecs.embed import embed_pending
+    from pgrecs.users import refresh_users
+
+    inner = chronological_split(chronological_split(dataset.ratings).train)
+    users = sorted(inner.relevant)
+    popularity = Counter(r.item_id for r in inner.train)
+    chosen: dict[str, Any] = {"weighting": "rating"}
+    trials: list[tuple[str, Any, float]] = []
+    with open_connection(url, autocommit=True) as conn:
+        check_database(conn)
+        load_catalogue(conn, dataset.items)
+        embed_pending(conn, embedder, progress=progress)
+        defaults = dict(conn.execute("select name, value from pgrecs.settings").fetchall())
+        loaded: str | None = None
+        for name, values in steps:
+            scores: dict[Any, float] = {}
+            for value in values:
+                trial = {**chosen, name: value}
+                settings = {k: v for k, v in trial.items() if k != "weighting"}
+                if trial["weighting"] != loaded:
+                    _prepare(conn, inner.train, trial["weighting"], {**defaults, **settings}, train)
+                    loaded = trial["weighting"]
+                set_settings(conn, {**defaults, **settings})
+                refresh_users(conn, all_users=True, progress=False)
+                recs = recommend_all(url, users, progress=progress)
+                ndcg = metrics(recs, inner.relevant, len(dataset.items), popularity)["ndcg@10"]
+                scores[value] = ndcg
+                trials.append((name, value, ndcg))
+            chosen[name] = max(values, key=lambda v: scores[v])
+        set_settings(conn, defaults)
+    return Tuning(chosen, trials)
