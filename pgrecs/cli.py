@@ -75,12 +75,44 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from pgrecs.embed import SentenceTransformerEmbedder
+    from datetime import datetime
 
+    from pgrecs import embed, watch
+    from pgrecs.db import resolve_url
+
+    if (args.reembed_all or args.switch_sql) and not args.model:
+        option = "--reembed-all" if args.reembed_all else "--switch-sql"
+        print(f"pgrecs embed: error: {option} needs --model", file=sys.stderr)
+        return 2
+    if args.poll_interval <= 0 or args.batch_size < 1:
+        print(
+            "pgrecs embed: error: --poll-interval and --batch-size must be positive",
+            file=sys.stderr,
+        )
+        return 2
     with _client(args) as client:
-        embedder = SentenceTransformerEmbedder(args.model, batch_size=args.batch_size)
-        report = client.embed_pending(embedder, progress=not args.quiet)
-    print(report)
+        if args.switch_sql:
+            print(embed.switch_sql(client.conn, args.model), end="")
+            return 0
+        embedder = embed.SentenceTransformerEmbedder(args.model, batch_size=args.batch_size)
+        if args.reembed_all:
+            print(client.reembed_all(embedder, progress=not args.quiet))
+            return 0
+        if not args.watch:
+            print(client.embed_pending(embedder, progress=not args.quiet))
+            return 0
+
+    def show(report: embed.EmbedReport) -> None:
+        print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {report}", flush=True)
+
+    print(f"pgrecs: watching pgrecs_items with {embedder.name!r} (Ctrl-C to stop)", flush=True)
+    watch.watch_embeddings(
+        resolve_url(args.database_url),
+        embedder,
+        poll_interval=args.poll_interval,
+        stop=watch.stop_on_signals(),
+        report=show,
+    )
     return 0
 
 
@@ -160,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_import)
 
-    p = sub("embed", "embed new and changed items (reuses cached vectors)")
+    p = sub("embed", "embed new and changed items (reuses cached vectors), or switch models")
     p.add_argument(
         "--model",
         help="sentence-transformers name or path (default: $PGRECS_MODEL "
@@ -168,6 +200,31 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=64, help="model batch size (default 64)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: embed rows inserted or changed by anyone (LISTEN pgrecs_items)",
+    )
+    mode.add_argument(
+        "--reembed-all",
+        action="store_true",
+        help="switch every item to --model: stage its vectors in the cache, then swap in one "
+        "transaction (same dimension only)",
+    )
+    mode.add_argument(
+        "--switch-sql",
+        action="store_true",
+        help="print (do not run) the DBA script that switches to --model, whose vectors "
+        "--reembed-all staged (any dimension)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --watch: also catch up this often (default 60)",
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub("similar", "items similar to an item (pgrecs.similar_items)")

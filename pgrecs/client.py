@@ -181,7 +181,7 @@ class Client:
         user_ids: Sequence[str] | None = None,
         *,
         all_users: bool = False,
-        chunk_size: int = 2000,
+        chunk_size: int = 1000,
         progress: bool = False,
     ) -> users.RefreshReport:
         """Recompute stored user vectors: `user_ids`, else the stale users (all with all_users)."""
@@ -202,12 +202,24 @@ class Client:
         batch_size: int = 256,
         progress: bool = True,
     ) -> embed.EmbedReport:
-        """Embed new and changed items with `embedder` (default: the configured model)."""
+        """Embed new and changed items (content_hash NULL) with `embedder` (default: the
+        configured model), reusing cached vectors; each batch commits on its own."""
         if embedder is None:
             if self._embedder is None:
                 self._embedder = embed.SentenceTransformerEmbedder()
             embedder = self._embedder
         return embed.embed_pending(self.conn, embedder, batch_size=batch_size, progress=progress)
+
+    def reembed_all(
+        self,
+        embedder: embed.Embedder,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> embed.SwitchReport:
+        """Switch every item to `embedder`'s vectors in one transaction, after staging them in
+        the cache (resumable). Another dimension raises DimensionMismatch after staging: the
+        column type change is a DBA script, `embed.switch_sql`."""
+        return embed.reembed_all(self.conn, embedder, batch_size=batch_size, progress=progress)
 
 
 def _list(values: Sequence[str] | None) -> list[str] | None:

@@ -1,24 +1,32 @@
-"""Content embeddings: load a sentence-transformers model, embed what changed, reuse the cache.
+"""Content embeddings: load a sentence-transformers model, embed what is pending, reuse the cache.
 
-An item needs embedding when it has no vector or the hash of its enriched text differs from the
-hash its vector was computed from. Vectors are cached by (text hash, model), so identical texts
-and re-imports cost nothing.
+An item is pending when its `content_hash` is NULL: new rows, and rows whose enriched text changed
+(the trigger `pgrecs._items_text_changed` clears the hash; the old vector keeps serving until the
+new one is written). Vectors are cached by (text hash, model) in `pgrecs.embedding_cache`, so
+identical texts and re-imports cost nothing. Every batch commits on its own: a run that is killed
+loses at most the batch in flight, and the next run resumes from what is still pending.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
 from tqdm import tqdm
 
 from pgrecs.config import DEFAULT_MODEL, model_name
 from pgrecs.errors import (
     ConfigurationError,
+    DatabaseError,
     DimensionMismatch,
     InvalidParameter,
     ModelMismatch,
@@ -26,6 +34,11 @@ from pgrecs.errors import (
 )
 from pgrecs.items import Item
 from pgrecs.queries import query
+
+# The model sees at most this many characters of an item's enriched text (the hash covers all
+# of it). Models read a few hundred tokens at most; the cut only bounds tokenizer time and memory
+# for rows written by plain SQL, which the import limits (100,000 characters per field) skip.
+MAX_ENCODED_CHARS = 100_000
 
 
 class Embedder(Protocol):
@@ -78,9 +91,9 @@ class SentenceTransformerEmbedder:
 
 @dataclass(frozen=True)
 class EmbedReport:
-    embedded: int  # encoded by the model
-    cached: int  # taken from the embedding cache (or a duplicate text in the same run)
-    skipped: int  # already up to date
+    embedded: int  # items written with a vector the model computed in this run
+    cached: int  # items written with a vector from the cache (or a duplicate text in this run)
+    skipped: int  # items already up to date when the run started
 
     def __str__(self) -> str:
         return (
@@ -89,26 +102,50 @@ class EmbedReport:
         )
 
 
+@dataclass(frozen=True)
+class SwitchReport:
+    model: str
+    embedded: int  # texts the model encoded while staging
+    cached: int  # items whose vector was staged already (resumed run, identical texts)
+    switched: int  # items now holding the new model's vector
+
+    def __str__(self) -> str:
+        return (
+            f"staged {self.embedded + self.cached} items for {self.model!r} (embedded "
+            f"{self.embedded}, reused {self.cached} from cache); switched {self.switched} items "
+            f"to {self.model!r}; user vectors marked stale"
+        )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A pending item as read: the write applies only if the row still has this version."""
+
+    item_id: str
+    content_hash: str
+    text: str
+    updated_at: datetime
+
+
 def check_model(conn: psycopg.Connection[Any], embedder: Embedder) -> None:
     """Refuse vectors the database cannot hold or that would mix two models' spaces."""
-    with translated():
-        row = conn.execute(query("vector_dimension"), {"column": "embedding"}).fetchone()
-        column_dim = int(row[0]) if row else -1
-        if embedder.dimension != column_dim:
-            raise DimensionMismatch(
-                f"model {embedder.name!r} makes {embedder.dimension}-d vectors but the database "
-                f"holds {column_dim}-d ones (migrated with -x dim={column_dim})"
-            )
-        with conn.transaction():
-            conn.execute(
-                query("register_model"),
-                {"kind": "embedding", "name": embedder.name, "dimension": embedder.dimension},
-            )
-            active = conn.execute(query("active_model"), {"kind": "embedding"}).fetchone()
+    column_dim = _column_dimension(conn)
+    if embedder.dimension != column_dim:
+        raise DimensionMismatch(
+            f"model {embedder.name!r} makes {embedder.dimension}-d vectors but the database "
+            f"holds {column_dim}-d ones (migrated with -x dim={column_dim})"
+        )
+    with translated(), conn.transaction():
+        conn.execute(
+            query("register_model"),
+            {"kind": "embedding", "name": embedder.name, "dimension": embedder.dimension},
+        )
+        active = conn.execute(query("active_model"), {"kind": "embedding"}).fetchone()
     if active is not None and active[0] != embedder.name:
         raise ModelMismatch(
-            f"the database holds vectors from {active[0]!r}, not {embedder.name!r}; "
-            f"use --model {active[0]!r} (switching models means re-embedding everything)"
+            f"the database holds vectors from {active[0]!r}, not {embedder.name!r}; use "
+            f"--model {active[0]!r}, or switch every item to the new model with "
+            f"`pgrecs embed --reembed-all --model {embedder.name!r}`"
         )
 
 
@@ -117,80 +154,327 @@ def embed_pending(
     embedder: Embedder,
     batch_size: int = 256,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> EmbedReport:
-    """Embed every item whose vector is missing or stale; commits batch by batch, so an
-    interrupted run resumes where it stopped."""
+    """Embed every pending item (content_hash NULL), batch by batch.
+
+    Per batch: new vectors go into the cache (binary COPY, committed), then one UPDATE writes
+    the batch's items from the cache (committed). The UPDATE of a batch, which maintains the
+    HNSW index, runs in a thread while the model encodes the next batch; the connection is only
+    ever used by one of them at a time. A kill loses at most the batch being encoded.
+
+    A row whose text changes while its batch is in flight is left pending (the UPDATE checks
+    that the row still has the `updated_at` it was read with), so a vector never describes text
+    the row no longer has. `stop` is checked between batches.
+    """
+    _check_batch_size(batch_size)
+    _ensure_vector_type(conn)
+    check_model(conn, embedder)
+    with translated():
+        pending, total = conn.execute(query("embed_counts")).fetchone() or (0, 0)
+    counts = {"embedded": 0, "cached": 0}
+
+    def account(write: Future[list[str]], fresh: set[str], size: int) -> None:
+        written = write.result()
+        if not written:
+            check_model(conn, embedder)  # nothing written: was the model switched meanwhile?
+        new = len(set(written) & fresh)
+        counts["embedded"] += new
+        counts["cached"] += len(written) - new
+        bar.update(size)
+
+    with (
+        tqdm(total=pending, unit="item", desc="embedding", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgrecs-embed") as pool,
+    ):
+        writing: tuple[Future[list[str]], set[str], int] | None = None
+        batch = _read(conn, "pending_items", "", batch_size)
+        missing = _missing(conn, embedder.name, batch)
+        while batch:
+            vectors = _encode_texts(embedder, missing)  # meanwhile the last batch is written
+            if writing is not None:
+                account(*writing)
+            _cache(conn, embedder.name, vectors)
+            following: list[_Row] = []
+            if stop is None or not stop.is_set():
+                following = _read(conn, "pending_items", batch[-1].item_id, batch_size)
+            missing = _missing(conn, embedder.name, following)
+            writing = (pool.submit(_update, conn, embedder.name, batch), set(vectors), len(batch))
+            batch = following
+        if writing is not None:
+            account(*writing)
+    return EmbedReport(skipped=total - pending, **counts)
+
+
+def reembed_all(
+    conn: psycopg.Connection[Any],
+    embedder: Embedder,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> SwitchReport:
+    """Switch every item to `embedder`'s vectors without queries ever seeing a mix of spaces.
+
+    First every item's current text is embedded into the cache (resumable: cached texts are not
+    encoded again) while queries keep using the old vectors. Then, if the dimension matches the
+    column, one transaction writes every item's new vector, makes the model the active one and
+    marks user vectors stale. A different dimension needs a column type change, which pgrecs
+    does not run: DimensionMismatch points to `pgrecs embed --switch-sql`.
+    """
+    _check_batch_size(batch_size)
+    _ensure_vector_type(conn)
+    with translated():
+        total = conn.execute(query("item_count")).fetchone()
+    embedded = cached = 0
+    with tqdm(
+        total=total[0] if total else 0, unit="item", desc="staging", disable=not progress
+    ) as bar:
+        for batch in _batches(conn, "all_items", batch_size):
+            vectors = _encode_texts(embedder, _missing(conn, embedder.name, batch))
+            _cache(conn, embedder.name, vectors)
+            embedded += len(vectors)
+            cached += len(batch) - len(vectors)
+            bar.update(len(batch))
+    column_dim = _column_dimension(conn)
+    if embedder.dimension != column_dim:
+        raise DimensionMismatch(
+            f"staged {embedded + cached} items for model {embedder.name!r} in "
+            f"pgrecs.embedding_cache, but it makes {embedder.dimension}-d vectors and the "
+            f"database holds {column_dim}-d ones: switching changes the column type, which "
+            f"pgrecs never does at run time. Print the DBA script with `pgrecs embed "
+            f"--switch-sql --model {embedder.name!r}`, review it and run it (queries keep the "
+            f"old vectors until then)"
+        )
+    switched = _switch(conn, embedder)
+    return SwitchReport(embedder.name, embedded=embedded, cached=cached, switched=switched)
+
+
+def _switch(conn: psycopg.Connection[Any], embedder: Embedder) -> int:
+    """One transaction: no writer may change items meanwhile, so what commits is all-new."""
+    model = {"model": embedder.name}
+    with translated(), conn.transaction():
+        conn.execute(query("lock_items_for_switch"))
+        # Items changed or added since staging (or staged under another hash): embed them now.
+        delta = [_row(*values) for values in conn.execute(query("unswitched_items"), model)]
+        vectors = _encode_texts(embedder, _missing(conn, embedder.name, delta))
+        _copy_to_cache(conn, embedder.name, vectors)
+        conn.execute(query("deactivate_model"), {"kind": "embedding"})
+        conn.execute(
+            query("activate_model"),
+            {"kind": "embedding", "name": embedder.name, "dimension": embedder.dimension},
+        )
+        switched = conn.execute(
+            query("switch_embeddings"), {**model, "delta": [row.item_id for row in delta]}
+        ).rowcount
+        switched += conn.execute(
+            query("switch_write"),
+            {
+                **model,
+                "item_ids": [row.item_id for row in delta],
+                "hashes": [row.content_hash for row in delta],
+            },
+        ).rowcount
+        left = conn.execute(query("unswitched_items"), model).fetchall()
+        if left:  # cannot happen under the lock; refuse to commit a mix if it ever does
+            raise DatabaseError(f"{len(left)} items lack a vector of {embedder.name!r}")
+        conn.execute(query("mark_users_stale"))
+    return switched
+
+
+def switch_sql(conn: psycopg.Connection[Any], model: str) -> str:
+    """The DBA script that switches the content space to `model`, whose vectors were staged by
+    `reembed_all` (any dimension). Printed for review, never run by pgrecs."""
+    with translated():
+        row = conn.execute(query("staged_model"), {"model": model}).fetchone()
+        if row is None or row[0] is None:
+            raise InvalidParameter(
+                f"nothing is staged for model {model!r}: run "
+                f"`pgrecs embed --reembed-all --model {model!r}` first"
+            )
+        dim, staged, total = int(row[0]), int(row[1]), int(row[2])
+        collab_dim = conn.execute(
+            query("vector_dimension"), {"column": "collab_embedding"}
+        ).fetchone()
+    params = {
+        "model": sql.Literal(model),
+        "dim": sql.Literal(dim),
+        "collab_dim": sql.Literal(int(collab_dim[0]) if collab_dim else 64),
+        "column_dim": sql.SQL(str(_column_dimension(conn))),
+        "staged": sql.SQL(str(staged)),
+        "total": sql.SQL(str(total)),
+    }
+    return sql.SQL(_SWITCH_SQL).format(**params).as_string(conn)
+
+
+_SWITCH_SQL = """\
+-- pgrecs: switch the content embeddings to model {model} ({dim} dimensions; the columns hold
+-- {column_dim}). Generated by `pgrecs embed --switch-sql`. Review it, then run it as the owner of
+-- the pgrecs tables: psql -v ON_ERROR_STOP=1 -f switch.sql URL
+-- Staged: {staged} of {total} items have a vector of this model in pgrecs.embedding_cache; the
+-- others are left pending (content_hash NULL) for `pgrecs embed --model ...` after the switch.
+-- pgrecs.items and pgrecs.users are locked (queries wait) until the transaction commits.
+-- The collaborative vectors are cleared (its item tower read the old space): run
+-- `pgrecs train` and `pgrecs refresh --all` afterwards.
+begin;
+lock table pgrecs.items, pgrecs.users in access exclusive mode;
+drop index pgrecs.items_embedding_hnsw;
+-- one table rewrite for both columns
+alter table pgrecs.items
+    alter column embedding type public.vector({dim}) using null,
+    alter column collab_embedding type public.vector({collab_dim}) using null;
+alter table pgrecs.users
+    alter column content_vector type public.vector({dim}) using null,
+    alter column collab_vector type public.vector({collab_dim}) using null;
+update pgrecs.items as i
+set embedding = (select c.embedding from pgrecs.embedding_cache as c
+                 where c.model = {model} and c.content_hash = i.content_hash),
+    embedded_at = now();
+update pgrecs.items set content_hash = null, embedded_at = null
+where embedding is null and content_hash is not null;
+update pgrecs.users set refreshed_through = null;
+update pgrecs.models set active = false where active;
+insert into pgrecs.models (kind, name, dimension) values ('embedding', {model}, {dim});
+-- set local maintenance_work_mem = '2GB';  -- about 2 GB per million 384-d vectors
+create index items_embedding_hnsw on pgrecs.items
+    using hnsw (embedding public.vector_cosine_ops) with (m = 16, ef_construction = 64);
+commit;
+-- afterwards, outside the transaction: vacuum (analyze) pgrecs.items, pgrecs.users;
+"""
+
+
+# -- batches -------------------------------------------------------------------------------------
+
+
+def _batches(conn: psycopg.Connection[Any], name: str, size: int) -> Iterator[list[_Row]]:
+    """Rows of query `name` by keyset on item_id, each batch read in its own statement."""
+    batch = _read(conn, name, "", size)
+    while batch:
+        yield batch
+        batch = _read(conn, name, batch[-1].item_id, size)
+
+
+def _read(conn: psycopg.Connection[Any], name: str, after: str, size: int) -> list[_Row]:
+    with translated():
+        rows = conn.execute(query(name), {"after": after, "limit": size}).fetchall()
+    return [_row(*values) for values in rows]
+
+
+def _row(
+    item_id: str,
+    title: str,
+    description: str,
+    category: str | None,
+    tags: list[str],
+    attributes: dict[str, Any],
+    updated_at: datetime,
+) -> _Row:
+    item = Item(item_id, title, description, category, tuple(tags), attributes)
+    return _Row(item_id, item.content_hash(), item.text(), updated_at)
+
+
+def _missing(conn: psycopg.Connection[Any], model: str, batch: list[_Row]) -> dict[str, str]:
+    """The rows' texts that the cache lacks for this model, by text hash (identical texts once)."""
+    texts = {row.content_hash: row.text for row in batch}
+    if not texts:
+        return {}
+    with translated():
+        cached = {
+            row[0]
+            for row in conn.execute(query("cached_hashes"), {"model": model, "hashes": list(texts)})
+        }
+    return {h: text for h, text in texts.items() if h not in cached}
+
+
+def _encode_texts(embedder: Embedder, texts: dict[str, str]) -> dict[str, np.ndarray]:
+    if not texts:
+        return {}
+    vectors = _encode(embedder, [text[:MAX_ENCODED_CHARS] for text in texts.values()])
+    return dict(zip(texts, vectors, strict=True))
+
+
+def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    encoded = np.asarray(embedder.encode(texts), dtype=np.float32)
+    if encoded.shape != (len(texts), embedder.dimension):
+        raise DimensionMismatch(
+            f"model {embedder.name!r} returned vectors of shape {encoded.shape}, "
+            f"expected ({len(texts)}, {embedder.dimension})"
+        )
+    if not np.isfinite(encoded).all():
+        raise InvalidParameter(f"model {embedder.name!r} returned NaN or infinite values")
+    return encoded
+
+
+def _cache(conn: psycopg.Connection[Any], model: str, vectors: dict[str, np.ndarray]) -> None:
+    if vectors:
+        with translated(), conn.transaction():
+            _copy_to_cache(conn, model, vectors)
+
+
+def _update(conn: psycopg.Connection[Any], model: str, batch: list[_Row]) -> list[str]:
+    """One UPDATE writes the batch's items from the cache, committed; returns the hashes written
+    (one per item). Retried on deadlock (two embedders, or a bulk upsert, locking the same rows
+    in another order)."""
+    params = {
+        "model": model,
+        "item_ids": [row.item_id for row in batch],
+        "hashes": [row.content_hash for row in batch],
+        "read_at": [row.updated_at for row in batch],
+    }
+    with translated():
+        for attempt in range(3):
+            try:
+                with conn.transaction():
+                    return [row[0] for row in conn.execute(query("write_embeddings"), params)]
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 2:
+                    raise
+    return []  # not reached
+
+
+def _copy_to_cache(
+    conn: psycopg.Connection[Any], model: str, vectors: dict[str, np.ndarray]
+) -> None:
+    """Binary COPY into the cache, inside the caller's transaction. Another embedder may have
+    cached some of the same texts since we looked: then the COPY is retried without those
+    (their vector wins). Rows go in hash order, so two embedders never wait on each other in a
+    cycle."""
+    todo = dict(sorted(vectors.items()))
+    while todo:
+        try:
+            with (
+                conn.transaction(),  # a savepoint
+                conn.cursor() as cur,
+                cur.copy(query("copy_cache")) as copy,
+            ):
+                copy.set_types(["text", "text", "vector"])
+                for content_hash, vector in todo.items():
+                    copy.write_row((content_hash, model, vector))
+            return
+        except psycopg.errors.UniqueViolation:
+            present = {
+                row[0]
+                for row in conn.execute(
+                    query("cached_hashes"), {"model": model, "hashes": list(todo)}
+                )
+            }
+            todo = {h: v for h, v in todo.items() if h not in present}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise InvalidParameter("batch_size must be at least 1")
-    check_model(conn, embedder)
-    pending: list[tuple[Item, str]] = []
-    skipped = 0
+
+
+def _column_dimension(conn: psycopg.Connection[Any]) -> int:
     with translated():
-        for (
-            item_id,
-            title,
-            description,
-            category,
-            tags,
-            attributes,
-            stored,
-            missing,
-        ) in conn.execute(query("items_to_check")):
-            item = Item(item_id, title, description, category, tuple(tags), attributes)
-            text_hash = item.content_hash()
-            if missing or stored != text_hash:
-                pending.append((item, text_hash))
-            else:
-                skipped += 1
-    embedded = cached = 0
-    bar = tqdm(total=len(pending), unit="item", desc="embedding", disable=not progress)
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        got, reused = _embed_batch(conn, embedder, batch)
-        embedded += got
-        cached += reused
-        bar.update(len(batch))
-    bar.close()
-    return EmbedReport(embedded=embedded, cached=cached, skipped=skipped)
+        row = conn.execute(query("vector_dimension"), {"column": "embedding"}).fetchone()
+    return int(row[0]) if row else -1
 
 
-def _embed_batch(
-    conn: psycopg.Connection[Any], embedder: Embedder, batch: list[tuple[Item, str]]
-) -> tuple[int, int]:
-    hashes = sorted({text_hash for _, text_hash in batch})
-    with translated():
-        vectors: dict[str, np.ndarray] = {
-            content_hash: _as_array(vector)
-            for content_hash, vector in conn.execute(
-                query("cached_embeddings"), {"model": embedder.name, "hashes": hashes}
-            )
-        }
-    texts = {text_hash: item.text() for item, text_hash in batch if text_hash not in vectors}
-    if texts:
-        encoded = embedder.encode(list(texts.values()))
-        if encoded.shape != (len(texts), embedder.dimension):
-            raise DimensionMismatch(
-                f"model {embedder.name!r} returned vectors of shape {encoded.shape}, "
-                f"expected ({len(texts)}, {embedder.dimension})"
-            )
-        if not np.isfinite(encoded).all():
-            raise InvalidParameter(f"model {embedder.name!r} returned NaN or infinite values")
-        vectors.update(zip(texts, encoded, strict=True))
-    with translated(), conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            query("cache_embedding"),
-            [{"content_hash": h, "model": embedder.name, "embedding": vectors[h]} for h in texts],
-        )
-        cur.executemany(
-            query("write_embedding"),
-            [
-                {"item_id": item.item_id, "embedding": vectors[h], "content_hash": h}
-                for item, h in batch
-            ],
-        )
-    return len(texts), len(batch) - len(texts)
-
-
-def _as_array(vector: Any) -> np.ndarray:
-    """pgvector's loader returns `Vector` objects (or arrays in older versions)."""
-    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, np.float32)
+def _ensure_vector_type(conn: psycopg.Connection[Any]) -> None:
+    """Binary COPY needs pgvector's dumpers on this connection."""
+    if conn.adapters.types.get("vector") is None:
+        with translated():
+            register_vector(conn)

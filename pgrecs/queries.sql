@@ -44,26 +44,6 @@ select name, dimension from pgrecs.models where kind = %(kind)s and active;
 insert into pgrecs.models (kind, name, dimension) values (%(kind)s, %(name)s, %(dimension)s)
 on conflict (kind) where active do nothing;
 
--- name: items_to_check
-select item_id, title, description, category, tags, attributes, content_hash,
-       embedding is null as missing
-from pgrecs.items
-order by item_id;
-
--- name: cached_embeddings
-select content_hash, embedding from pgrecs.embedding_cache
-where model = %(model)s and content_hash = any(%(hashes)s);
-
--- name: cache_embedding
-insert into pgrecs.embedding_cache (content_hash, model, embedding)
-values (%(content_hash)s, %(model)s, %(embedding)s)
-on conflict do nothing;
-
--- name: write_embedding
-update pgrecs.items
-set embedding = %(embedding)s, content_hash = %(content_hash)s, embedded_at = now()
-where item_id = %(item_id)s;
-
 -- name: recommend_for_items
 select item_id, score
 from pgrecs.recommend_for_items(%(item_ids)s, weights => %(weights)s, k => %(k)s,
@@ -137,3 +117,93 @@ on conflict (user_id) do update
 set content_vector = excluded.content_vector, collab_vector = excluded.collab_vector,
     interaction_count = excluded.interaction_count,
     refreshed_through = excluded.refreshed_through, refreshed_at = excluded.refreshed_at;
+
+-- Embedding (pgrecs/embed.py). An item is pending when its content_hash is NULL: new rows, and
+-- rows whose enriched text changed (trigger pgrecs._items_text_changed). Vectors go through
+-- pgrecs.embedding_cache, keyed by (text hash, model).
+
+-- name: embed_counts
+select (select count(*) from pgrecs.items where content_hash is null) as pending,
+       (select count(*) from pgrecs.items) as total;
+
+-- name: item_count
+select count(*) from pgrecs.items;
+
+-- name: pending_items
+select item_id, title, description, category, tags, attributes, updated_at
+from pgrecs.items
+where content_hash is null and item_id > %(after)s
+order by item_id
+limit %(limit)s;
+
+-- name: all_items
+select item_id, title, description, category, tags, attributes, updated_at
+from pgrecs.items
+where item_id > %(after)s
+order by item_id
+limit %(limit)s;
+
+-- name: cached_hashes
+select content_hash from pgrecs.embedding_cache
+where model = %(model)s and content_hash = any(%(hashes)s);
+
+-- name: copy_cache
+copy pgrecs.embedding_cache (content_hash, model, embedding) from stdin with (format binary);
+
+-- Writes only rows still as they were read (pending, same updated_at): a text changed during
+-- encoding stays pending. Writes nothing once another model is active.
+-- name: write_embeddings
+update pgrecs.items as i
+set embedding = c.embedding, content_hash = b.content_hash, embedded_at = now()
+from unnest(%(item_ids)s::text[], %(hashes)s::text[], %(read_at)s::timestamptz[])
+         as b (item_id, content_hash, updated_at)
+join pgrecs.embedding_cache as c on c.content_hash = b.content_hash and c.model = %(model)s
+where i.item_id = b.item_id
+  and i.content_hash is null
+  and i.updated_at = b.updated_at
+  and exists (select from pgrecs.models as m
+              where m.kind = 'embedding' and m.active and m.name = %(model)s)
+returning i.content_hash;
+
+-- Model switch (embed --reembed-all): writers wait, readers keep the old vectors until commit.
+-- name: lock_items_for_switch
+lock table pgrecs.items in share row exclusive mode;
+
+-- name: unswitched_items
+select i.item_id, i.title, i.description, i.category, i.tags, i.attributes, i.updated_at
+from pgrecs.items as i
+where i.content_hash is null
+   or not exists (select from pgrecs.embedding_cache as c
+                  where c.content_hash = i.content_hash and c.model = %(model)s)
+order by i.item_id;
+
+-- name: deactivate_model
+update pgrecs.models set active = false where kind = %(kind)s and active;
+
+-- name: activate_model
+insert into pgrecs.models (kind, name, dimension) values (%(kind)s, %(name)s, %(dimension)s);
+
+-- name: switch_embeddings
+update pgrecs.items as i
+set embedding = c.embedding, embedded_at = now()
+from pgrecs.embedding_cache as c
+where c.model = %(model)s and c.content_hash = i.content_hash
+  and i.item_id <> all(%(delta)s::text[]);
+
+-- name: switch_write
+update pgrecs.items as i
+set embedding = c.embedding, content_hash = b.content_hash, embedded_at = now()
+from unnest(%(item_ids)s::text[], %(hashes)s::text[]) as b (item_id, content_hash)
+join pgrecs.embedding_cache as c on c.content_hash = b.content_hash and c.model = %(model)s
+where i.item_id = b.item_id;
+
+-- name: mark_users_stale
+update pgrecs.users set refreshed_through = null where refreshed_through is not null;
+
+-- name: staged_model
+select (select public.vector_dims(c.embedding) from pgrecs.embedding_cache as c
+        where c.model = %(model)s limit 1) as dimension,
+       (select count(*) from pgrecs.items as i
+        where exists (select from pgrecs.embedding_cache as c
+                      where c.model = %(model)s and c.content_hash = i.content_hash)) as staged,
+       (select count(*) from pgrecs.items) as total;
