@@ -117,10 +117,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    try:
-        filter_ = json.loads(args.filter) if args.filter else None
-    except json.JSONDecodeError as exc:
-        raise InvalidParameter(f"--filter is not valid JSON: {exc.msg}") from exc
+    filter_ = _filter(args.filter)
     with _client(args) as client:
         rows = client.similar_items(
             args.item_id,
@@ -135,6 +132,126 @@ def cmd_similar(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             print(f"{row.score:.4f}\t{row.item_id}")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from pgrecs import users, watch
+    from pgrecs.db import resolve_url
+
+    if args.chunk_size < 1 or args.poll_interval <= 0:
+        print(
+            "pgrecs refresh: error: --chunk-size and --poll-interval must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.watch:
+        with _client(args) as client:
+            report = users.refresh_users(
+                client.conn, all_users=args.all, chunk_size=args.chunk_size, progress=not args.quiet
+            )
+        print(report)
+        return 0
+
+    def show(report: users.RefreshReport) -> None:
+        print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {report}", flush=True)
+
+    with _client(args):  # checks the schema before following
+        pass
+    print("pgrecs: watching pgrecs_interactions (Ctrl-C to stop)", flush=True)
+    users.watch_users(
+        resolve_url(args.database_url),
+        poll_interval=args.poll_interval,
+        stop=watch.stop_on_signals(),
+        report=show,
+    )
+    return 0
+
+
+def _filter(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except json.JSONDecodeError as exc:
+        raise InvalidParameter(f"--filter is not valid JSON: {exc.msg}") from exc
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.recommend(
+            args.user_id,
+            k=args.k,
+            categories=args.category or None,
+            filter=_filter(args.filter),
+            exclude_seen=not args.include_seen,
+            diversity=args.diversity,
+        )
+    if args.json:
+        print(json.dumps([vars(r) for r in rows]))
+    else:
+        for r in rows:
+            print(f"{r.score:.4f}\t{r.item_id}\t{r.source}\t{r.because_of or ''}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.explain(args.user_id, args.item_id)
+    if args.json:
+        print(json.dumps([{**vars(r), "occurred_at": r.occurred_at.isoformat()} for r in rows]))
+    else:
+        for r in rows:
+            print(
+                f"{r.weight * r.similarity:.4f}\t{r.history_item_id}\t{r.event_type}"
+                f"\t{r.occurred_at:%Y-%m-%d %H:%M}\tweight {r.weight:.3f}"
+                f"\tsimilarity {r.similarity:.3f}"
+            )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json as json_module
+    from pathlib import Path
+
+    from pgrecs import evaluate
+    from pgrecs.embed import SentenceTransformerEmbedder
+
+    if args.dataset == "movielens" and args.path and not (args.items or args.interactions):
+        dataset = evaluate.load_movielens(args.path)
+    elif not args.dataset and args.items and args.interactions:
+        dataset = evaluate.load_files(args.items, args.interactions)
+    else:
+        print(
+            "pgrecs evaluate: error: give `movielens PATH`, or --items FILE --interactions FILE",
+            file=sys.stderr,
+        )
+        return 2
+    if args.sample_users is not None:
+        if args.sample_users < 10:
+            print("pgrecs evaluate: error: --sample-users must be at least 10", file=sys.stderr)
+            return 2
+        dataset = evaluate.sample(dataset, args.sample_users, seed=args.seed)
+    embedder = SentenceTransformerEmbedder(args.model)
+    url = evaluate.scratch_database(args.scratch_url, embedder.dimension)
+    print(f"evaluating in {url} ({len(dataset.items)} items, {len(dataset.ratings)} ratings)")
+    report = evaluate.run(
+        dataset,
+        url,
+        embedder,
+        weighting=args.weighting,
+        train=evaluate.default_train(seed=args.seed),
+        cold_start=not args.no_cold_start,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report.markdown())
+    (out / "report.json").write_text(json_module.dumps(report.as_dict(), indent=2) + "\n")
+    evaluate.chart(report.rows, out / "ndcg.png", "pgrecs evaluate: all test users")
+    print(report.markdown())
+    print(f"written: {out / 'report.md'}, {out / 'report.json'}, {out / 'ndcg.png'}")
     return 0
 
 
@@ -238,6 +355,81 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-seen-by", metavar="USER", help="leave out items this user has seen")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_similar)
+
+    p = sub("recommend", "recommendations for a user (pgrecs.recommend)")
+    p.add_argument("user_id")
+    p.add_argument("-k", type=int, default=10, help="how many (1..1000, default 10)")
+    p.add_argument("--category", action="append", help="only this category (repeatable)")
+    p.add_argument(
+        "--filter", metavar="JSON", help='attribute containment, e.g. \'{"format": "ebook"}\''
+    )
+    p.add_argument("--include-seen", action="store_true", help="keep items the user has seen")
+    p.add_argument(
+        "--diversity", type=float, default=0.0, help="MMR re-ranking, 0 (off) .. 1 (default 0)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub("explain", "why an item is recommended to a user (pgrecs.explain)")
+    p.add_argument("user_id")
+    p.add_argument("item_id")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub("refresh", "recompute stored user vectors whose interactions changed")
+    p.add_argument("--all", action="store_true", help="every user, not only the stale ones")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: refresh users as their interactions commit "
+        "(LISTEN pgrecs_interactions)",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=1000, help="users per transaction (default 1000)"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --watch: also catch up this often (default 60)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_refresh)
+
+    p = sub(
+        "evaluate",
+        "offline evaluation through pgrecs.recommend, with baselines (popularity, implicit ALS)",
+    )
+    p.add_argument("dataset", nargs="?", choices=["movielens"], help="a known dataset layout")
+    p.add_argument("path", nargs="?", help="its folder (e.g. ml-latest-small)")
+    p.add_argument("--items", metavar="FILE", help="items file (CSV/JSONL, as `import items`)")
+    p.add_argument(
+        "--interactions",
+        metavar="FILE",
+        help="CSV with user_id, item_id, occurred_at and an optional weight (the rating)",
+    )
+    p.add_argument("--sample-users", type=int, metavar="N", help="a reduced run on N users")
+    p.add_argument(
+        "--weighting",
+        choices=["rating", "binary", "centered"],
+        default="rating",
+        help="interaction weight from the rating: itself, 1, or rating - 3 (default rating)",
+    )
+    p.add_argument("--no-cold-start", action="store_true", help="skip the item cold-start run")
+    p.add_argument("--model", help="embedding model (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--scratch-url",
+        metavar="URL",
+        help="an empty database to evaluate in; its interactions are replaced "
+        "(default: the embedded server's pgrecs_eval)",
+    )
+    p.add_argument(
+        "--out", default="pgrecs-evaluation", help="report folder (default pgrecs-evaluation)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub("demo", "load the bundled demo catalogue into the database and show recommendations")
     p.set_defaults(func=cmd_demo)

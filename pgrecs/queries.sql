@@ -80,10 +80,11 @@ from (
     group by x.user_id
 ) as s
 full join pgrecs.users as u on u.user_id = s.user_id
-where s.user_id is null and u.refreshed_through is not null
-   or u.user_id is null
-   or u.refreshed_through is distinct from s.last
-   or u.interaction_count is distinct from s.n
+where case when s.user_id is null  -- stored vectors of a user whose interactions are gone
+           then u.refreshed_through is not null or u.interaction_count <> 0
+           else u.user_id is null or u.refreshed_through is distinct from s.last
+                or u.interaction_count <> s.n
+      end
 order by 1;
 
 -- name: all_users
@@ -93,17 +94,25 @@ select user_id from pgrecs.users
 order by 1;
 
 -- name: user_histories
-select x.user_id, x.item_id, coalesce(x.weight, e.weight) as weight,
-       extract(epoch from x.occurred_at)::float8 as at, x.interaction_id
+-- One row per user with interactions: count, newest id, and the history as parallel arrays.
+select x.user_id, count(*), max(x.interaction_id), array_agg(x.item_id),
+       array_agg(coalesce(x.weight, e.weight)), array_agg(extract(epoch from x.occurred_at)::float8)
 from pgrecs.interactions as x
 join pgrecs.event_types as e on e.event_type = x.event_type
 where x.user_id = any(%(user_ids)s)
-order by x.user_id, x.interaction_id;
+group by x.user_id;
 
 -- name: item_vectors
 select item_id, embedding, collab_embedding
 from pgrecs.items
-where embedding is not null;
+where embedding is not null
+order by item_id;
+
+-- name: item_vectors_of
+select item_id, embedding, collab_embedding
+from pgrecs.items
+where embedding is not null and item_id = any(%(item_ids)s)
+order by item_id;
 
 -- name: setting
 select value from pgrecs.settings where name = %(name)s;
