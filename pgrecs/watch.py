@@ -93,7 +93,7 @@ def _serve(
             if debounce > 0:
                 payloads.update(n.payload for n in conn.notifies(timeout=debounce))
             handle(payloads)
-        elif time.monotonic() >= next_poll and not stop.is_set():
+        if time.monotonic() >= next_poll and not stop.is_set():
             conn.execute("select 1")  # notices a silently dropped connection
             handle(None)
             next_poll = time.monotonic() + poll_interval

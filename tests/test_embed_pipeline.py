@@ -424,6 +424,40 @@ def test_watcher_stops_cleanly_on_signals(client: pgrecs.Client, db_url: str, si
     assert "stopped cleanly" in out
 
 
+@pytest.mark.model
+def test_cli_watch_with_the_real_model(db384_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrecs.cli", "--database-url", db384_url, "embed", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        with psycopg.connect(db384_url, autocommit=True) as conn:
+            conn.execute(
+                "insert into pgrecs.items (item_id, title) values ('k1', 'Chef knife'),"
+                " ('k2', 'Paring knife for the kitchen'), ('t1', 'Tent for three-season hikes')"
+            )
+            wait_for(lambda: embedded_hash(conn, "t1") is not None, timeout=120)
+            conn.execute("insert into pgrecs.items (item_id, title) values ('k3', 'Bread knife')")
+            wait_for(lambda: embedded_hash(conn, "k3") is not None, timeout=30)
+            (nearest,) = conn.execute(
+                "select item_id from pgrecs.similar_items('k1', k => 1)"
+            ).fetchone()
+            assert nearest in {"k2", "k3"}
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "watching pgrecs_items" in out and "embedded 1, reused 0 from cache" in out
+
+
 # -- crash and resume -----------------------------------------------------------------------------
 
 CRASH_SCRIPT = """
