@@ -47,9 +47,12 @@ def load(url: str, n_items: int, n_users: int, per_user: int, seed: int = 0) -> 
     with psycopg.connect(url) as conn:
         register_vector(conn)
         conn.execute("drop index pgrecs.items_embedding_hnsw")  # rebuilt below, after the load
-        with conn.cursor() as cur, cur.copy(
-            "copy pgrecs.items (item_id, embedding, content_hash) from stdin (format binary)"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "copy pgrecs.items (item_id, embedding, content_hash) from stdin (format binary)"
+            ) as copy,
+        ):
             copy.set_types(["text", "vector", "text"])
             for n, v in enumerate(vectors.astype(np.float32)):
                 copy.write_row((f"item{n}", v, "synthetic"))
@@ -57,9 +60,12 @@ def load(url: str, n_items: int, n_users: int, per_user: int, seed: int = 0) -> 
             "create index items_embedding_hnsw on pgrecs.items"
             " using hnsw (embedding public.vector_cosine_ops) with (m = 16, ef_construction = 64)"
         )
-        with conn.cursor() as cur, cur.copy(
-            "copy pgrecs.interactions (user_id, item_id, event_type, occurred_at) from stdin"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "copy pgrecs.interactions (user_id, item_id, event_type, occurred_at) from stdin"
+            ) as copy,
+        ):
             for u in range(n_users):
                 items = rng.integers(n_items, size=per_user)
                 days = rng.integers(0, 300, size=per_user)
@@ -91,9 +97,10 @@ def stream_lag(url: str, seconds: float, rate: float, n_users: int, n_items: int
     rng = np.random.default_rng(1)
     lags: list[float] = []
     pending: list[tuple[str, int, float]] = []
-    with psycopg.connect(url, autocommit=True) as writer, psycopg.connect(
-        url, autocommit=True
-    ) as probe:
+    with (
+        psycopg.connect(url, autocommit=True) as writer,
+        psycopg.connect(url, autocommit=True) as probe,
+    ):
         t_end = time.monotonic() + seconds
         next_write = time.monotonic()
         while time.monotonic() < t_end or pending:
@@ -146,8 +153,10 @@ def main() -> None:
     url = scratch(args.database_url)
     t = time.perf_counter()
     load(url, args.items, args.users, args.per_user)
-    print(f"loaded {args.items} items, {args.users * args.per_user} interactions "
-          f"in {time.perf_counter() - t:.1f} s")
+    print(
+        f"loaded {args.items} items, {args.users * args.per_user} interactions "
+        f"in {time.perf_counter() - t:.1f} s"
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pgrecs.connect(url) as client:
         report = client.refresh_users(all_users=True, chunk_size=args.chunk_size, progress=True)

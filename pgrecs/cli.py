@@ -210,6 +210,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pgrecs.train import train
+
+    with _client(args) as client:
+        report = train(
+            client.conn,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            threads=args.threads,
+            progress=not args.quiet,
+        )
+    print(report)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json as json_module
     from pathlib import Path
@@ -232,15 +249,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print("pgrecs evaluate: error: --sample-users must be at least 10", file=sys.stderr)
             return 2
         dataset = evaluate.sample(dataset, args.sample_users, seed=args.seed)
+    settings: dict[str, Any] = {}
+    for item in args.set or []:
+        name, _, value = item.partition("=")
+        try:
+            settings[name] = json.loads(value)
+        except json.JSONDecodeError:
+            print(f"pgrecs evaluate: error: --set {item!r}: expected NAME=JSON", file=sys.stderr)
+            return 2
     embedder = SentenceTransformerEmbedder(args.model)
     url = evaluate.scratch_database(args.scratch_url, embedder.dimension)
     print(f"evaluating in {url} ({len(dataset.items)} items, {len(dataset.ratings)} ratings)")
+    train = evaluate.default_train(seed=args.seed)
+    weighting = args.weighting
+    if args.tune:
+        tuning = evaluate.tune(dataset, url, embedder, train=train, progress=not args.quiet)
+        print(tuning.markdown())
+        weighting = tuning.chosen.pop("weighting")
+        settings = {**tuning.chosen, **settings}
     report = evaluate.run(
         dataset,
         url,
         embedder,
-        weighting=args.weighting,
-        train=evaluate.default_train(seed=args.seed),
+        weighting=weighting,
+        settings=settings,
+        train=train,
         cold_start=not args.no_cold_start,
         seed=args.seed,
         progress=not args.quiet,
@@ -252,6 +285,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluate.chart(report.rows, out / "ndcg.png", "pgrecs evaluate: all test users")
     print(report.markdown())
     print(f"written: {out / 'report.md'}, {out / 'report.json'}, {out / 'ndcg.png'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgrecs import bench
+
+    if args.queries < 10 or args.qps_seconds < 0:
+        print("pgrecs bench: error: --queries must be >= 10, --qps-seconds >= 0", file=sys.stderr)
+        return 2
+    chroma = not args.no_chroma
+    if chroma and not bench.chroma_available():
+        print(f"pgrecs bench: {bench.CHROMA_INSTALL}; running the PostgreSQL part only")
+        chroma = False
+    report = bench.run(
+        args.size,
+        queries=args.queries,
+        chroma=chroma,
+        scratch_url=args.scratch_url,
+        qps_seconds=args.qps_seconds,
+        chroma_queries=args.chroma_queries,
+        reuse=args.reuse,
+        progress=not args.quiet,
+        private=args.private_server,
+    )
+    md, js = bench.write(report, Path(args.out))
+    print(report.markdown())
+    print(f"written: {md}, {js}")
     return 0
 
 
@@ -398,6 +460,18 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_refresh)
 
     p = sub(
+        "train",
+        "train the collaborative two-tower model on the interaction log and make it active",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="passes over the log (default 10)")
+    p.add_argument("--batch-size", type=int, default=512, help="examples per step (default 512)")
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam step (default 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same model (default 0)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub(
         "evaluate",
         "offline evaluation through pgrecs.recommend, with baselines (popularity, implicit ALS)",
     )
@@ -416,6 +490,17 @@ def parser() -> argparse.ArgumentParser:
         default="rating",
         help="interaction weight from the rating: itself, 1, or rating - 3 (default rating)",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=JSON",
+        help="a pgrecs setting for the pgrecs rows, e.g. --set content_weight_warm=0.25",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="first choose weighting and settings on a validation split carved from train",
+    )
     p.add_argument("--no-cold-start", action="store_true", help="skip the item cold-start run")
     p.add_argument("--model", help="embedding model (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--seed", type=int, default=0)
@@ -430,6 +515,46 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub(
+        "bench",
+        "performance benchmark (spec section 6): synthetic catalogue, latency, QPS, recall@10 "
+        "and the k guarantee for raw pgvector, the pgrecs functions and ChromaDB",
+    )
+    p.add_argument("--size", choices=["20k", "100k", "1m"], default="100k")
+    p.add_argument("--queries", type=int, default=200, help="queries per row (default 200)")
+    p.add_argument(
+        "--chroma-queries", type=int, default=50, help="queries per ChromaDB row (default 50)"
+    )
+    p.add_argument("--no-chroma", action="store_true", help="skip ChromaDB")
+    p.add_argument(
+        "--qps-seconds",
+        type=float,
+        default=3.0,
+        help="seconds of 2-client load per row for QPS (0: skip; default 3)",
+    )
+    p.add_argument(
+        "--out", default="benchmarks/results", help="results folder (default benchmarks/results)"
+    )
+    p.add_argument(
+        "--scratch-url",
+        metavar="URL",
+        help="a database to benchmark in; it is WIPED (default: the embedded server's "
+        "pgrecs_bench_perf)",
+    )
+    p.add_argument(
+        "--private-server",
+        action="store_true",
+        help="run on a PostgreSQL of its own (data in the pgrecs data directory, bench-pg18) "
+        "with shared_buffers sized for the catalogue; stopped afterwards",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the catalogue when the scratch database already holds this one",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
 
     p = sub("demo", "load the bundled demo catalogue into the database and show recommendations")
     p.set_defaults(func=cmd_demo)

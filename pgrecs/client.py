@@ -189,6 +189,13 @@ class Client:
             self.conn, user_ids, all_users=all_users, chunk_size=chunk_size, progress=progress
         )
 
+    def train(self, **options: Any) -> Any:
+        """Train the collaborative two-tower model and make it active (see pgrecs.train.train
+        for the options); returns a pgrecs.train.TrainReport."""
+        from pgrecs.train import train
+
+        return train(self.conn, **options)
+
     def import_items(self, path: str | Path) -> int:
         """Upsert every item of a CSV/JSONL file, or none (ImportFileError names the line)."""
         return items.upsert_items(self.conn, items.read_items_file(path))

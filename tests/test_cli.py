@@ -206,3 +206,11 @@ def test_recommend_explain_refresh(db_url: str) -> None:
     assert bad.returncode == 1 and "diversity must be between 0 and 1" in bad.stderr
     assert pgrecs("refresh", "--chunk-size", "0", url=db_url, check=False).returncode == 2
     assert pgrecs("explain", "u1", url=db_url, check=False).returncode == 2
+
+
+def test_evaluate_usage_errors(tmp_path: Path) -> None:
+    assert pgrecs("evaluate", check=False).returncode == 2
+    assert pgrecs("evaluate", "netflix", str(tmp_path), check=False).returncode == 2
+    missing = pgrecs("evaluate", "movielens", str(tmp_path), check=False)
+    assert missing.returncode == 1 and "movies.csv: missing" in missing.stderr
+    assert "--tune" in pgrecs("evaluate", "--help").stdout

@@ -26,6 +26,7 @@ def _vector(group: str, i: int) -> np.ndarray:
 def shop(conn: psycopg.Connection) -> psycopg.Connection:
     """Three groups of five items (a1..a5 near x, b near y, c near z), category = group."""
     conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    conn.execute("update pgrecs.settings set value = '30' where name = 'half_life_days'")
     insert_items(
         conn,
         [

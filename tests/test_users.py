@@ -28,6 +28,7 @@ def client(db_url: str) -> pgrecs.Client:
     with pgrecs.connect(db_url) as c:
         register_vector(c.conn)
         insert_items(c.conn, [(k, v) for k, v in V.items()])
+        c.conn.execute("update pgrecs.settings set value = '30' where name = 'half_life_days'")
         yield c
 
 

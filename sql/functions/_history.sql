@@ -29,6 +29,7 @@ as $$
              end
     from pgrecs.interactions as x
     join pgrecs.event_types as e on e.event_type = x.event_type
-    cross join (select pgrecs._setting('half_life_days')::float8 as days) as h
+    -- offset 0: the setting is read once per call, not once per row
+    cross join (select pgrecs._setting('half_life_days')::float8 as days offset 0) as h
     where x.user_id = p_user_id
 $$;

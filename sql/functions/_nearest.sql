@@ -9,7 +9,9 @@
 -- planner off the HNSW index; the category and attribute indexes still apply), so it returns
 -- min(n, eligible) rows. Callers use the exact path when the index path comes back short.
 -- The statement is built with only the predicates in use, so each call gets a plan for its own
--- filters; all values are passed as parameters.
+-- filters (and a one-category filter can use that category's partial HNSW index); all values
+-- are passed as parameters. JIT is off: an exact scan's cost estimate can pass jit_above_cost,
+-- and compiling costs more than the scan.
 create or replace function pgrecs._nearest(
     q public.vector,
     n integer,
@@ -26,6 +28,7 @@ stable
 security invoker
 set search_path to pg_catalog, pg_temp
 set hnsw.iterative_scan to relaxed_order
+set jit to off
 as $$
 declare
     v_column text := case space when 'content' then 'embedding'

@@ -10,9 +10,11 @@
 -- results are picked greedily by MMR: score = (1 - diversity) * relevance - diversity * (the
 -- highest similarity to a result already picked, floored at 0), which never increases from one
 -- row to the next; with diversity = 0, score = relevance.
--- Returns min(k, eligible) rows, best first. Candidates come from pgrecs._nearest: the HNSW walk
--- first, the exact scan when few items pass the filters (settings.exact_scan_threshold) or the
--- walk comes back short; more are fetched until k survive or the eligible set is exhausted.
+-- Returns min(k, eligible) rows, best first. Candidates come from pgrecs._nearest: walks of the
+-- categories' own partial HNSW indexes when every requested category has one, else the walk of
+-- the whole HNSW graph, or an exact scan when few items pass the filters (the path rule below)
+-- or the walk comes back short; more are fetched until k survive or the eligible set is
+-- exhausted. hnsw.ef_search is raised past the user's seen items (docs/performance.md).
 -- The loops run over candidates (a few times k), never over the catalogue.
 create or replace function pgrecs._rank(
     q public.vector,
@@ -34,6 +36,7 @@ stable
 security invoker
 set search_path to pg_catalog, pg_temp
 set hnsw.ef_search to 100
+set jit to off
 as $$
 declare
     v_dedup float8 := coalesce(pgrecs._setting('dedup_threshold')::float8, 0.95);
@@ -45,7 +48,12 @@ declare
     v_penalty float8 := coalesce(popularity_penalty, 0);
     v_n integer := case when coalesce(diversity, 0) > 0 then greatest(3 * k, k + 10) else k + 10 end;
     v_exact boolean;
+    v_per_category boolean;
     v_eligible bigint;
+    v_skip bigint;
+    v_rows float8;
+    v_partial text[];
+    v_partial_rows float4[];
     v_got integer;
     v_content_ids text[];
     v_collab_ids text[];
@@ -66,29 +74,105 @@ declare
     a public.vector;
     j integer;
 begin
-    -- Few eligible items: an exact scan is both faster and complete. Count at most v_exact_max + 1.
-    if categories is null and filter is null
-       and (select c.reltuples from pg_catalog.pg_class as c
-            where c.oid = 'pgrecs.items'::pg_catalog.regclass) > v_exact_max then
-        v_exact := false;
+    -- The items the walk has to step over: the user's seen items and the excluded ids. A
+    -- user's history sits around their vector (it is what the vector is made of), so the HNSW
+    -- beam (ef_search) must be wider than they are many, or the walk ends among them.
+    if exclude_user is not null then
+        select count(distinct x.item_id) into v_skip
+        from pgrecs.interactions as x where x.user_id = exclude_user;
+    end if;
+    v_skip := coalesce(v_skip, 0) + coalesce(cardinality(exclude_ids), 0);
+
+    -- Choosing a path (docs/performance.md). A category filter whose every category has its
+    -- own partial HNSW index walks those small graphs. Otherwise, when few items pass the
+    -- filters, an exact scan of them is both complete and cheaper than a walk through the
+    -- whole graph (which visits about (ef_search + skipped) / selectivity rows); the planner
+    -- cannot see that, so it is decided here: exact when eligible <= exact_scan_threshold and
+    -- eligible^2 <= 10 * (ef_search + skipped) * catalogue size (pg_class.reltuples).
+    if categories is not null and cardinality(categories) <= 32 then
+        select coalesce(array_agg(a.attname || ' where '
+                                  || pg_catalog.pg_get_expr(x.indpred, x.indrelid)), '{}'),
+               coalesce(array_agg(ic.reltuples), '{}')
+          into v_partial, v_partial_rows
+        from pg_catalog.pg_index as x
+        join pg_catalog.pg_class as ic on ic.oid = x.indexrelid
+        join pg_catalog.pg_am as am on am.oid = ic.relam
+        join pg_catalog.pg_attribute as a on a.attrelid = x.indrelid and a.attnum = x.indkey[0]
+        where x.indrelid = 'pgrecs.items'::pg_catalog.regclass and am.amname = 'hnsw'
+          and x.indpred is not null and x.indisvalid and x.indisready;
+        v_per_category := cardinality(categories) > 0 and not exists (
+            select from unnest(categories) as g(name)
+            cross join unnest(case when v_w < 1 then array['embedding', 'collab_embedding']
+                                   else array['embedding'] end) as col(name)
+            where not (pg_catalog.format('%s where (category = %L::text)', col.name, g.name)
+                       = any(v_partial)));
+        if v_per_category then  -- the eligible share: the partial indexes' sizes
+            select sum(p.rows) into v_eligible
+            from unnest(v_partial, v_partial_rows) as p(pred, rows)
+            where p.pred in (select pg_catalog.format('embedding where (category = %L::text)',
+                                                      g.name)
+                             from unnest(categories) as g(name));
+        end if;
     else
+        v_per_category := false;
+    end if;
+    select nullif(greatest(c.reltuples, -1), -1) into v_rows
+    from pg_catalog.pg_class as c where c.oid = 'pgrecs.items'::pg_catalog.regclass;
+    if v_per_category then
+        v_exact := false;
+    elsif categories is null and filter is null
+          and v_rows > least(v_exact_max, 10 * (greatest(v_ef, v_skip + v_n) + v_skip)) then
+        v_exact := false;  -- the formula below, with every item eligible
+    else
+        -- available items passing the filters, embedded or not (pending items are few, and
+        -- leaving them in lets the category index answer alone); stops past the threshold
         select count(*) into v_eligible from (
             select from pgrecs.items as it
-            where it.available and it.embedding is not null
+            where it.available
               and (categories is null or it.category = any(categories))
               and (filter is null or it.attributes @> filter)
             limit v_exact_max + 1) as e;
-        v_exact := v_eligible <= v_exact_max;
+    end if;
+    -- In a filtered walk only the skipped items that pass the filters are in the way: about
+    -- their share of the catalogue (a history concentrated in the category is stepped over
+    -- by the iterative scan, at some cost in recall).
+    if (categories is not null or filter is not null)
+       and (v_per_category or v_eligible <= v_exact_max) then  -- else the count was cut short
+        v_skip := ceil(v_skip * greatest(0, least(1, coalesce(v_eligible / nullif(v_rows, 0), 1))));
+    end if;
+    if v_exact is null then
+        v_exact := v_eligible <= v_exact_max
+            and (v_rows is null or v_eligible::float8 * v_eligible
+                                   <= 10 * (greatest(v_ef, v_skip + v_n) + v_skip)
+                                      * greatest(v_rows, v_eligible));
     end if;
 
     loop
-        perform set_config('hnsw.ef_search', least(greatest(v_ef, v_n), 1000)::text, true);
-        select coalesce(array_agg(c.item_id), '{}') into v_content_ids
-        from pgrecs._nearest(q, v_n, categories, filter, exclude_user, exclude_ids, v_exact,
-                             'content') as c;
+        perform set_config('hnsw.ef_search', least(greatest(v_ef, v_skip + v_n), 1000)::text, true);
+        if v_per_category and not v_exact and cardinality(categories) > 1 then
+            -- one walk per category (each on its partial index), merged
+            select coalesce(array_agg(c.item_id order by c.distance), '{}') into v_content_ids
+            from (select c.item_id, c.distance
+                  from unnest(categories) as g(name)
+                  cross join lateral pgrecs._nearest(q, v_n, array[g.name], filter, exclude_user,
+                                                     exclude_ids, false, 'content') as c
+                  order by c.distance limit v_n) as c;
+        else
+            select coalesce(array_agg(c.item_id), '{}') into v_content_ids
+            from pgrecs._nearest(q, v_n, categories, filter, exclude_user, exclude_ids, v_exact,
+                                 'content') as c;
+        end if;
         v_got := cardinality(v_content_ids);
         v_collab_ids := '{}';
-        if v_w < 1 then
+        if v_w < 1 and v_per_category and not v_exact and cardinality(categories) > 1 then
+            select coalesce(array_agg(c.item_id order by c.distance), '{}') into v_collab_ids
+            from (select c.item_id, c.distance
+                  from unnest(categories) as g(name)
+                  cross join lateral pgrecs._nearest(q_collab, v_n, array[g.name], filter,
+                                                     exclude_user, exclude_ids, false,
+                                                     'collaborative') as c
+                  order by c.distance limit v_n) as c;
+        elsif v_w < 1 then
             select coalesce(array_agg(c.item_id), '{}') into v_collab_ids
             from pgrecs._nearest(q_collab, v_n, categories, filter, exclude_user, exclude_ids,
                                  v_exact, 'collaborative') as c;

@@ -50,10 +50,15 @@ begin
                              coalesce(diversity::text, 'NULL'));
     end if;
 
-    select count(*), count(*) filter (where h.weight > 0), max(h.interaction_id),
-           array_agg(distinct h.item_id) filter (where h.weight < 0)
+    -- The signs of pgrecs._history's weights are those of the raw weights (its recency decay is
+    -- a positive factor), so the counts need no decay.
+    select count(*), count(*) filter (where coalesce(x.weight, e.weight) > 0),
+           max(x.interaction_id),
+           array_agg(distinct x.item_id) filter (where coalesce(x.weight, e.weight) < 0)
       into v_count, v_positive, v_last, v_negatives
-    from pgrecs._history(v_user) as h;
+    from pgrecs.interactions as x
+    join pgrecs.event_types as e on e.event_type = x.event_type
+    where x.user_id = v_user;
 
     if v_positive > 0 then
         select u.content_vector, u.collab_vector into v_content, v_collab
@@ -86,31 +91,73 @@ begin
                               case when not exclude_seen then v_negatives end,
                               null, diversity,
                               coalesce(pgrecs._setting('popularity_penalty')::float8, 0),
-                              -- seen items crowd the user's neighbourhood: widen the HNSW beam
-                              case when exclude_seen then least(v_count, 1000)::integer + k end)
+                              null)  -- _rank widens the beam past the seen items itself
                  with ordinality as t(item_id, score, source, ord)
         ),
         h as materialized (
-            select h.item_id, h.weight, h.occurred_at, i.embedding, i.collab_embedding
+            select h.item_id, h.weight, h.occurred_at
             from pgrecs._history(v_user) as h
+            where h.weight > 0
+        ),
+        -- because_of = argmax over history items of weight * similarity (similarity <= 1),
+        -- so an item whose weight is below the best score already found for every result
+        -- cannot win: score the 32 heaviest items first, then only the items that can beat
+        -- them. The same result as scoring the whole history, without fetching most vectors.
+        top as materialized (
+            select h.item_id, h.weight, h.occurred_at, i.embedding, i.collab_embedding
+            from (select * from h order by h.weight desc limit 32) as h
             join pgrecs.items as i on i.item_id = h.item_id
-            where h.weight > 0 and i.embedding is not null
-        )
-        select r.item_id, r.score, r.source, (
-            select hs.item_id
+            where i.embedding is not null
+        ),
+        bound as (
+            select coalesce(min(b.best), 0) * 0.999999 as weight
             from (
-                select h.item_id, h.weight, h.occurred_at,
-                       v_w * (1 - (h.embedding operator(public.<=>) ri.embedding))
-                       + (1 - v_w) * coalesce(
-                           1 - (h.collab_embedding operator(public.<=>) ri.collab_embedding),
-                           1 - (h.embedding operator(public.<=>) ri.embedding)) as similarity
-                from h
-            ) as hs
-            where hs.similarity > 0
-            order by hs.weight * hs.similarity desc, hs.occurred_at desc, hs.item_id
-            limit 1)
+                select coalesce(max(t.weight * s.similarity) filter (where s.similarity > 0), 0)
+                       as best
+                from r
+                join pgrecs.items as ri on ri.item_id = r.item_id
+                cross join top as t
+                cross join lateral (
+                    select case when v_w >= 1
+                                then 1 - (t.embedding operator(public.<=>) ri.embedding)
+                                else v_w * (1 - (t.embedding operator(public.<=>) ri.embedding))
+                                     + (1 - v_w) * coalesce(
+                                         1 - (t.collab_embedding operator(public.<=>)
+                                              ri.collab_embedding),
+                                         1 - (t.embedding operator(public.<=>) ri.embedding))
+                           end as similarity
+                ) as s
+                group by r.item_id
+            ) as b
+            having count(*) = (select count(*) from r)
+        ),
+        hc as materialized (
+            select h.item_id, h.weight, h.occurred_at, i.embedding, i.collab_embedding
+            from h
+            join pgrecs.items as i on i.item_id = h.item_id
+            where i.embedding is not null
+              and h.weight >= coalesce((select b.weight from bound as b), 0)
+        )
+        select r.item_id, r.score, r.source, b.item_id
         from r
         join pgrecs.items as ri on ri.item_id = r.item_id
+        left join lateral (
+            select h.item_id
+            from hc as h
+            cross join lateral (
+                select case when v_w >= 1  -- content only: one distance per pair
+                            then 1 - (h.embedding operator(public.<=>) ri.embedding)
+                            else v_w * (1 - (h.embedding operator(public.<=>) ri.embedding))
+                                 + (1 - v_w) * coalesce(
+                                     1 - (h.collab_embedding operator(public.<=>)
+                                          ri.collab_embedding),
+                                     1 - (h.embedding operator(public.<=>) ri.embedding))
+                       end as similarity
+            ) as s
+            where s.similarity > 0
+            order by h.weight * s.similarity desc, h.occurred_at desc, h.item_id
+            limit 1
+        ) as b on true
         order by r.ord;
 end
 $$;
