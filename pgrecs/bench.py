@@ -158,8 +158,9 @@ def maintenance_memory_mb(n: int) -> int:
     return max(256, int(2.4 * n / 1000))
 
 
-def build_index(conn: psycopg.Connection[Any], m: int = 16, ef_construction: int = 64) -> float:
-    """(Re)build the content HNSW index with the graph in memory and a parallel worker."""
+def build_index(conn: psycopg.Connection[Any], m: int = 16, ef_construction: int = 128) -> float:
+    """(Re)build the content HNSW index with the graph in memory and a parallel worker, with the
+    parameters revision 0004 gives it."""
     started = time.perf_counter()
     n = conn.execute("select count(*) from pgrecs.items").fetchone()
     conn.execute(f"set maintenance_work_mem = '{maintenance_memory_mb(n[0] if n else 0)}MB'")
@@ -305,7 +306,7 @@ def partial_indexes_sql(share: float) -> str:
     HNSW index per category holding at most `share` of the available items (psql: \\gexec)."""
     return f"""select format(
     'create index concurrently if not exists %I on pgrecs.items using hnsw'
-    ' (embedding public.vector_cosine_ops) with (m = 16, ef_construction = 64)'
+    ' (embedding public.vector_cosine_ops) with (m = 16, ef_construction = 128)'
     ' where category = %L',
     'items_embedding_hnsw_' || left(md5(category), 12), category)
 from pgrecs.items
@@ -991,7 +992,7 @@ class Report:
                 f"Load: items COPY {ld.copy_items_s:.1f} s ({ld.items / ld.copy_items_s:,.0f} "
                 f"rows/s), interactions COPY {ld.copy_interactions_s:.1f} s "
                 f"({ld.interactions / ld.copy_interactions_s:,.0f} rows/s, {ld.interactions:,} "
-                f"rows), HNSW build {ld.hnsw_build_s:.1f} s (m 16, ef_construction 64, "
+                f"rows), HNSW build {ld.hnsw_build_s:.1f} s (m 16, ef_construction 128, "
                 f"maintenance_work_mem {maintenance_memory_mb(self.size)} MB, 2 parallel "
                 f"workers), user refresh {ld.refresh_users / ld.refresh_s:,.0f} users/s.",
                 "",
@@ -1131,13 +1132,17 @@ def prepare(
 ) -> tuple[Workload, LoadReport | None]:
     """The workload, loaded into `url` (WIPED first) unless `reuse` finds it already there."""
     from pgrecs import migrate
+    from pgrecs import users as user_vectors
 
     w = make_workload(n, queries, dim, seed)
     wanted = {"n": n, "dim": dim, "seed": seed, "queries": queries, "version": 2}
     if reuse and catalogue_marker(url) == wanted:
-        drop_partial_indexes(url)
         if progress:
             print("reusing the catalogue already loaded in the scratch database", flush=True)
+        drop_partial_indexes(url)
+        migrate.upgrade(url, dim=str(dim))  # to this pgrecs's head (settings may change) ...
+        with psycopg.connect(url, autocommit=True) as conn:  # ... and vectors to match them
+            user_vectors.refresh_users(conn, all_users=True, progress=progress)
         return w, None
     migrate.downgrade(url, "base")
     migrate.upgrade(url, dim=str(dim))

@@ -14,7 +14,7 @@
 -- categories' own partial HNSW indexes when every requested category has one, else the walk of
 -- the whole HNSW graph, or an exact scan when few items pass the filters (the path rule below)
 -- or the walk comes back short; more are fetched until k survive or the eligible set is
--- exhausted. hnsw.ef_search is raised past the user's seen items (docs/performance.md).
+-- exhausted.
 -- The loops run over candidates (a few times k), never over the catalogue.
 create or replace function pgrecs._rank(
     q public.vector,
@@ -74,9 +74,11 @@ declare
     a public.vector;
     j integer;
 begin
-    -- The items the walk has to step over: the user's seen items and the excluded ids. A
-    -- user's history sits around their vector (it is what the vector is made of), so the HNSW
-    -- beam (ef_search) must be wider than they are many, or the walk ends among them.
+    -- The items a walk has to step over: the user's seen items and the excluded ids. A user's
+    -- history sits around their vector (it is what the vector is made of), so the walk meets
+    -- them before anything eligible; the iterative scan steps over them (a beam widened past
+    -- them bought no recall on a well-built graph, docs/performance.md), but they count in
+    -- the walk's cost below.
     if exclude_user is not null then
         select count(distinct x.item_id) into v_skip
         from pgrecs.interactions as x where x.user_id = exclude_user;
@@ -121,7 +123,7 @@ begin
     if v_per_category then
         v_exact := false;
     elsif categories is null and filter is null
-          and v_rows > least(v_exact_max, 10 * (greatest(v_ef, v_skip + v_n) + v_skip)) then
+          and v_rows > least(v_exact_max, 10 * (greatest(v_ef, v_n) + v_skip)) then
         v_exact := false;  -- the formula below, with every item eligible
     else
         -- available items passing the filters, embedded or not (pending items are few, and
@@ -134,8 +136,7 @@ begin
             limit v_exact_max + 1) as e;
     end if;
     -- In a filtered walk only the skipped items that pass the filters are in the way: about
-    -- their share of the catalogue (a history concentrated in the category is stepped over
-    -- by the iterative scan, at some cost in recall).
+    -- their share of the catalogue.
     if (categories is not null or filter is not null)
        and (v_per_category or v_eligible <= v_exact_max) then  -- else the count was cut short
         v_skip := ceil(v_skip * greatest(0, least(1, coalesce(v_eligible / nullif(v_rows, 0), 1))));
@@ -143,12 +144,12 @@ begin
     if v_exact is null then
         v_exact := v_eligible <= v_exact_max
             and (v_rows is null or v_eligible::float8 * v_eligible
-                                   <= 10 * (greatest(v_ef, v_skip + v_n) + v_skip)
+                                   <= 10 * (greatest(v_ef, v_n) + v_skip)
                                       * greatest(v_rows, v_eligible));
     end if;
 
     loop
-        perform set_config('hnsw.ef_search', least(greatest(v_ef, v_skip + v_n), 1000)::text, true);
+        perform set_config('hnsw.ef_search', least(greatest(v_ef, v_n), 1000)::text, true);
         if v_per_category and not v_exact and cardinality(categories) > 1 then
             -- one walk per category (each on its partial index), merged
             select coalesce(array_agg(c.item_id order by c.distance), '{}') into v_content_ids
