@@ -1255,6 +1255,8 @@ def _run(url: str, o: Options) -> Report:
 def write(report: Report, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     label = {v: k for k, v in SIZES.items()}.get(report.size, str(report.size))
+    if report.meta.get("server") == "private":
+        label += "_private"
     md = out / f"perf_{label}.md"
     js = out / f"perf_{label}.json"
     md.write_text(report.markdown())

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -94,12 +94,16 @@ class EmbedReport:
     embedded: int  # items written with a vector the model computed in this run
     cached: int  # items written with a vector from the cache (or a duplicate text in this run)
     skipped: int  # items already up to date when the run started
+    collaborative: int = 0  # new items given a collaborative vector by the active model
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"embedded {self.embedded}, reused {self.cached} from cache, "
             f"{self.skipped} already up to date"
         )
+        if self.collaborative:
+            text += f"; {self.collaborative} collaborative vectors from the active model"
+        return text
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,14 @@ def embed_pending(
             batch = following
         if writing is not None:
             account(*writing)
-    return EmbedReport(skipped=total - pending, **counts)
+    report = EmbedReport(skipped=total - pending, **counts)
+    if report.embedded or report.cached:
+        # Items new to the collaborative space get their vector from the active model's
+        # content path at once (nothing to do without a collaborative model).
+        from pgrecs.train import fill_collaborative
+
+        report = replace(report, collaborative=fill_collaborative(conn))
+    return report
 
 
 def reembed_all(
@@ -294,7 +305,15 @@ def switch_sql(conn: psycopg.Connection[Any], model: str) -> str:
         collab_dim = conn.execute(
             query("vector_dimension"), {"column": "collab_embedding"}
         ).fetchone()
+        # rebuild the index with the options it has now (m, ef_construction)
+        options = conn.execute(
+            "select array_to_string(c.reloptions, ', ') from pg_catalog.pg_class as c"
+            " where c.oid = to_regclass('pgrecs.items_embedding_hnsw')"
+        ).fetchone()
     params = {
+        "index_options": sql.SQL(
+            options[0] if options and options[0] else "m = 16, ef_construction = 64"
+        ),
         "model": sql.Literal(model),
         "dim": sql.Literal(dim),
         "collab_dim": sql.Literal(int(collab_dim[0]) if collab_dim else 64),
@@ -335,7 +354,7 @@ update pgrecs.models set active = false where active;
 insert into pgrecs.models (kind, name, dimension) values ('embedding', {model}, {dim});
 -- set local maintenance_work_mem = '2GB';  -- about 2 GB per million 384-d vectors
 create index items_embedding_hnsw on pgrecs.items
-    using hnsw (embedding public.vector_cosine_ops) with (m = 16, ef_construction = 64);
+    using hnsw (embedding public.vector_cosine_ops) with ({index_options});
 commit;
 -- afterwards, outside the transaction: vacuum (analyze) pgrecs.items, pgrecs.users;
 """

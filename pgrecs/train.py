@@ -310,6 +310,8 @@ def train(
     busy machine.
     Raises InvalidParameter for bad settings or nothing to learn from, NotEmbedded when no item
     has a content vector, DimensionMismatch when the model cannot fill the column.
+    `conn` is best in autocommit mode (as `pgrecs.connect` opens it): inside a transaction of
+    the caller's, the reads lose their own snapshot and the write commits with the caller.
     """
     settings = TrainSettings(
         epochs=epochs,

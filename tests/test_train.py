@@ -270,6 +270,11 @@ def test_same_seed_same_model(world: World) -> None:
     assert same(world.collab(), vectors)
     other = train(world.conn, **{**FAST, "seed": 7})
     assert other.version != first.version
+    # fit: the same model, nothing written
+    settings = {k: v for k, v in FAST.items() if k not in ("threads", "progress")}
+    fitted = training.fit(world.conn, training.TrainSettings(**settings), threads=1, progress=False)
+    assert fitted.version == first.version
+    assert [m[3] for m in active_models(world.conn)] == [other.version]
 
 
 def test_an_item_tower_of_another_shape_is_refused(world: World) -> None:
@@ -332,3 +337,16 @@ def test_bad_input(db16_url: str) -> None:
             with pytest.raises(InvalidParameter, match=next(iter(bad))):
                 train(conn, progress=False, **bad)
         assert active_models(conn) == []
+
+
+def test_pgrecs_embed_gives_new_items_a_collaborative_vector(world: World) -> None:
+    from pgrecs.embed import embed_pending
+    from tests.conftest import HashEmbedder
+
+    train(world.conn, **FAST)
+    world.conn.execute("insert into pgrecs.items (item_id, title) values ('fresh', 'new item')")
+    report = embed_pending(world.conn, HashEmbedder(DIM), progress=False)
+    assert report.collaborative == 1 and "1 collaborative vectors" in str(report)
+    assert "fresh" in world.collab()
+    again = embed_pending(world.conn, HashEmbedder(DIM), progress=False)
+    assert again.embedded == again.cached == again.collaborative == 0
