@@ -214,14 +214,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pgrecs.train import train
 
     with _client(args) as client:
+        given = {
+            name: getattr(args, name)
+            for name in ("epochs", "batch_size", "learning_rate")
+            if getattr(args, name) is not None
+        }  # the others keep TrainSettings' defaults (chosen on validation)
         report = train(
-            client.conn,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            threads=args.threads,
-            progress=not args.quiet,
+            client.conn, **given, seed=args.seed, threads=args.threads, progress=not args.quiet
         )
     print(report)
     return 0
@@ -463,9 +462,9 @@ def parser() -> argparse.ArgumentParser:
         "train",
         "train the collaborative two-tower model on the interaction log and make it active",
     )
-    p.add_argument("--epochs", type=int, default=10, help="passes over the log (default 10)")
-    p.add_argument("--batch-size", type=int, default=512, help="examples per step (default 512)")
-    p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam step (default 2e-3)")
+    p.add_argument("--epochs", type=int, help="passes over the log (default 20)")
+    p.add_argument("--batch-size", type=int, help="examples per step (default 512)")
+    p.add_argument("--learning-rate", type=float, help="Adam step (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same model (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

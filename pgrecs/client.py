@@ -206,7 +206,7 @@ class Client:
     def embed_pending(
         self,
         embedder: embed.Embedder | None = None,
-        batch_size: int = 256,
+        batch_size: int = embed.BATCH_ROWS,
         progress: bool = True,
     ) -> embed.EmbedReport:
         """Embed new and changed items (content_hash NULL) with `embedder` (default: the
@@ -220,7 +220,7 @@ class Client:
     def reembed_all(
         self,
         embedder: embed.Embedder,
-        batch_size: int = 256,
+        batch_size: int = embed.BATCH_ROWS,
         progress: bool = True,
     ) -> embed.SwitchReport:
         """Switch every item to `embedder`'s vectors in one transaction, after staging them in

@@ -39,6 +39,11 @@ from pgrecs.queries import query
 # of it). Models read a few hundred tokens at most; the cut only bounds tokenizer time and memory
 # for rows written by plain SQL, which the import limits (100,000 characters per field) skip.
 MAX_ENCODED_CHARS = 100_000
+# Rows read, encoded and written per pipeline batch. The model sorts the texts of one encode
+# call by length before batching them, so a small call pads more: on MovieLens, 256 rows per
+# call encoded at 0.68x the rate of one call over everything, 2048 at 0.95x, 4096 at 1.0x. A
+# kill loses at most one batch (about 15 s of encoding with all-MiniLM-L6-v2 on 2 cores).
+BATCH_ROWS = 4096
 
 
 class Embedder(Protocol):
@@ -156,7 +161,7 @@ def check_model(conn: psycopg.Connection[Any], embedder: Embedder) -> None:
 def embed_pending(
     conn: psycopg.Connection[Any],
     embedder: Embedder,
-    batch_size: int = 256,
+    batch_size: int = BATCH_ROWS,
     progress: bool = True,
     stop: threading.Event | None = None,
 ) -> EmbedReport:
@@ -220,7 +225,7 @@ def embed_pending(
 def reembed_all(
     conn: psycopg.Connection[Any],
     embedder: Embedder,
-    batch_size: int = 256,
+    batch_size: int = BATCH_ROWS,
     progress: bool = True,
 ) -> SwitchReport:
     """Switch every item to `embedder`'s vectors without queries ever seeing a mix of spaces.

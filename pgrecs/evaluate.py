@@ -769,6 +769,14 @@ def tune(
                 ndcg = metrics(recs, inner.relevant, len(dataset.items), popularity)["ndcg@10"]
                 scores[value] = ndcg
                 trials.append((name, value, ndcg))
-            chosen[name] = max(values, key=lambda v: scores[v])
+            # a tie keeps the value in force (the default), so a setting without effect on
+            # the validation users is not changed
+            current = chosen.get(name, defaults.get(name))
+            best = max(scores.values())
+            chosen[name] = (
+                current
+                if current in scores and scores[current] >= best
+                else max(values, key=lambda v: scores[v])
+            )
         set_settings(conn, defaults)
     return Tuning(chosen, trials)

@@ -1,7 +1,7 @@
 """Collaborative embeddings: a two-tower model trained from the interaction log (spec section 1).
 
-The item tower maps an item's content embedding through a small MLP (plus a linear skip) and
-adds a learned id embedding when the item had at least `min_item_interactions` positive
+The item tower maps an item's content embedding linearly (plus, with `hidden` > 0, a small MLP)
+and adds a learned id embedding when the item had at least `min_item_interactions` positive
 interactions; the output is L2-normalized and has the dimension of `items.collab_embedding`.
 There is no separate user network: a user's collaborative vector is the one user-vector rule
 (pgrecs.users, pgrecs._history) applied to the item tower's outputs, so the model is trained
@@ -152,17 +152,17 @@ class TrainSettings:
     """The training hyper-parameters (see `train`); the defaults were chosen on a validation
     split of MovieLens (benchmarks/train_movielens.py)."""
 
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 512
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     seed: int = 0
-    negatives: int = 2048
-    logq: float = 1.0
+    negatives: int = 8192
+    logq: float = 2.0
     temperature: float = 0.05
-    hidden: int = 256
-    min_item_interactions: int = 5
+    hidden: int = 0
+    min_item_interactions: int = 10
     id_dropout: float = 0.2
-    examples_per_user: int = 16
+    examples_per_user: int = 32
     max_history: int = 200
 
 
@@ -301,7 +301,7 @@ def train(
     batch_size // examples_per_user users. negatives: items drawn uniformly from the catalogue
     per step as extra negatives (0: in-batch only). logq: strength of the logQ correction (0:
     off, 1: the unbiased one; lower favours the long tail). temperature: of the softmax over
-    cosine similarities. hidden: width of the tower's MLP (0: a linear map only).
+    cosine similarities. hidden: width of an MLP added to the tower's linear map (0: none).
     min_item_interactions: positive interactions an item needs for a learned id embedding; the
     others, and items embedded later, use the content path alone (trained for it by dropping
     ids with probability id_dropout). max_history: the most recent interactions a training

@@ -214,3 +214,13 @@ def test_evaluate_usage_errors(tmp_path: Path) -> None:
     missing = pgrecs("evaluate", "movielens", str(tmp_path), check=False)
     assert missing.returncode == 1 and "movies.csv: missing" in missing.stderr
     assert "--tune" in pgrecs("evaluate", "--help").stdout
+
+
+def test_train_help_states_the_defaults_train_uses() -> None:
+    """`pgrecs train` passes only the options given, so its help must quote TrainSettings."""
+    from pgrecs.train import TrainSettings
+
+    out = " ".join(pgrecs("train", "--help").stdout.split())
+    assert f"passes over the log (default {TrainSettings.epochs})" in out
+    assert f"examples per step (default {TrainSettings.batch_size})" in out
+    assert f"Adam step (default {TrainSettings.learning_rate:g})" in out

@@ -112,3 +112,65 @@ def test_baselines_on_a_tiny_world() -> None:
     assert recs["u0"] and not set(recs["u0"]) & {"i0", "i3"}  # seen items left out
     als = evaluate.als_baseline(train, ["u0"], factors=4, regularization=0.01, alpha=1.0, k=2)
     assert len(als["u0"]) == 2 and not set(als["u0"]) & {"i0", "i3"}
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not MOVIELENS.is_dir(), reason="MovieLens is not on this machine")
+def test_reduced_movielens_run(db384_url: str) -> None:
+    """The protocol of `pgrecs evaluate` on a sample of MovieLens users, with the real model
+    and the two-tower training, through pgrecs.recommend in SQL: the hybrid ranks the held-out
+    movies better than popularity and than content alone."""
+    from pgrecs.embed import SentenceTransformerEmbedder
+
+    dataset = evaluate.sample(evaluate.load_movielens(MOVIELENS), SAMPLE_USERS, seed=0)
+    url = evaluate.scratch_database(db384_url, 384)
+    report = evaluate.run(
+        dataset,
+        url,
+        SentenceTransformerEmbedder(),
+        train=evaluate.default_train(),
+        als_grid=(),
+        cold_start=False,
+        progress=False,
+    )
+    ndcg = {row.name: row.segments["all"]["ndcg@10"] for row in report.rows}
+    assert set(ndcg) == {"popularity", "content-only", "collaborative-only", "pgrecs hybrid"}
+    assert ndcg["pgrecs hybrid"] > ndcg["popularity"] > ndcg["content-only"] > 0
+
+
+SAMPLE_USERS = 300
+
+
+def test_tune_keeps_the_default_on_a_tie(db_url: str) -> None:
+    """Without a collaborative model every warm_threshold ranks alike (only the content space
+    counts), so tuning must leave the default in place, and the database's settings as found."""
+    from pgrecs.items import Item
+    from tests.conftest import HashEmbedder
+
+    words = ["red", "green", "blue", "wool", "silk", "linen"]
+    items = [Item(f"i{n}", f"{words[n % 6]} {words[(n // 6) % 6]} thing") for n in range(36)]
+    ratings = [
+        Rating(f"u{u}", f"i{(u * 5 + n * 7) % 36}", 1.0 + (n % 5), 1000.0 * n + u)
+        for u in range(12)
+        for n in range(30)
+    ]
+    url = evaluate.scratch_database(db_url, 3)
+    with psycopg.connect(url) as conn:
+        before = conn.execute("select name, value from pgrecs.settings order by 1").fetchall()
+    tuning = evaluate.tune(
+        evaluate.Dataset(items, ratings),
+        url,
+        HashEmbedder(3),
+        steps=[("warm_threshold", [50, 5, 10])],
+        progress=False,
+    )
+    assert [(name, value) for name, value, _ in tuning.trials] == [
+        ("warm_threshold", 50),
+        ("warm_threshold", 5),
+        ("warm_threshold", 10),
+    ]
+    assert len({round(ndcg, 12) for _, _, ndcg in tuning.trials}) == 1  # a true tie
+    assert tuning.chosen["warm_threshold"] == dict(before)["warm_threshold"] == 10
+    with psycopg.connect(url) as conn:
+        after = conn.execute("select name, value from pgrecs.settings order by 1").fetchall()
+    assert after == before
