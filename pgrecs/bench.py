@@ -536,6 +536,11 @@ RAW_UNSEEN_SQL = (
     "select i.item_id from pgrecs.items as i where not exists (select from pgrecs.interactions"
     " as x where x.user_id = %s and x.item_id = i.item_id) order by i.embedding <=> %s limit 10"
 )
+RAW_UNSEEN_CATEGORY_SQL = (
+    "select i.item_id from pgrecs.items as i where i.category = any(%s) and not exists (select"
+    " from pgrecs.interactions as x where x.user_id = %s and x.item_id = i.item_id)"
+    " order by i.embedding <=> %s limit 10"
+)
 
 
 def ef(value: int, iterative: bool = False) -> list[str]:
@@ -555,6 +560,7 @@ class Answers:
     user_raw: list[list[str]]
     user_raw_five: list[list[str]]
     unseen_raw: list[list[str]]
+    unseen_raw_five: list[list[str]]
     heavy: dict[str, list[list[str]]]  # filter label -> answers
     mixed: list[list[str]]
     spread: list[list[str]]
@@ -596,13 +602,14 @@ def answers(w: Workload, qv: QueryVectors) -> Answers:
         ],
     )
     labels = list(FILTERS)
-    user_raw, user_raw_five, unseen_raw, *heavy = exact_answers(
+    user_raw, user_raw_five, unseen_raw, unseen_raw_five, *heavy = exact_answers(
         cat,
         qv.heavy,
         [
             Variant(dedup=None),
             Variant(eligible=lambda i: in_cat["5%"], dedup=None),
             Variant(eligible=unseen(w.heavy, ""), dedup=None),
+            Variant(eligible=unseen(w.heavy, "5%"), dedup=None),
         ]
         + [Variant(eligible=unseen(w.heavy, label)) for label in labels],
     )
@@ -626,6 +633,7 @@ def answers(w: Workload, qv: QueryVectors) -> Answers:
         user_raw,
         user_raw_five,
         unseen_raw,
+        unseen_raw_five,
         dict(zip(labels, heavy, strict=True)),
         mixed,
         spread,
@@ -634,6 +642,17 @@ def answers(w: Workload, qv: QueryVectors) -> Answers:
 
 
 SPREAD_LABEL = "recommend, 500 seen, 2 unrelated interests"
+RAW_UNSEEN_LABEL = "raw top-10, 500 seen excluded (user vector)"
+RAW_UNSEEN_FIVE_LABEL = "raw top-10, 500 seen excluded, 5% category (user vector)"
+
+
+def _same_recall(raw: Sequence[Row], recall: float) -> Row:
+    """The cheapest raw row with at least `recall`; when none gets there, the raw row with the
+    best recall (cheaper than one that would, so a stricter comparison)."""
+    matched = [x for x in raw if x.recall_at_10 >= recall]
+    if matched:
+        return min(matched, key=lambda x: x.p50_ms)
+    return max(raw, key=lambda x: x.recall_at_10)
 
 
 def recommend_label(seen: str, label: str) -> str:
@@ -707,11 +726,23 @@ def sql_cases(w: Workload, a: Answers, qv: QueryVectors, phase: str) -> list[Cas
     ]
     raw += [
         Case(
-            "raw top-10, 500 seen excluded (user vector)",
+            RAW_UNSEEN_LABEL,
             "pgvector",
             a.unseen_raw,
             RAW_UNSEEN_SQL,
             [(u, q) for u, q in zip(w.heavy.ids, user_q, strict=True)],
+            ef(value, iterative=True),
+            note=f"ef_search {value}, relaxed_order, NOT EXISTS",
+        )
+        for value in (100, 800)
+    ]
+    raw += [
+        Case(
+            RAW_UNSEEN_FIVE_LABEL,
+            "pgvector",
+            a.unseen_raw_five,
+            RAW_UNSEEN_CATEGORY_SQL,
+            [(five, u, q) for u, q in zip(w.heavy.ids, user_q, strict=True)],
             ef(value, iterative=True),
             note=f"ef_search {value}, relaxed_order, NOT EXISTS",
         )
@@ -923,26 +954,32 @@ class Report:
                 f"{100 * r.k_rows_share:.1f}%",
             )
         )
-        raw = [x for x in self.rows if x.query == "raw top-10 (user vector)"]
-        for name in (recommend_label("500", ""), target):
+        # Spec section 6: the overhead of seen-exclusion and filtering against raw pgvector
+        # doing the same by hand (NOT EXISTS, a category predicate, the iterative scan), at the
+        # same recall; the ratio to the plain top-10 (no exclusion, no filter) is shown too.
+        plain = [x for x in self.rows if x.query == "raw top-10 (user vector)"]
+        for name, same in (
+            (recommend_label("500", ""), RAW_UNSEEN_LABEL),
+            (target, RAW_UNSEEN_FIVE_LABEL),
+        ):
             mine = self.row(name, "pgrecs")
+            raw = [x for x in self.rows if x.query == same]
             if mine is None or not raw:
                 continue
-            # the cheapest raw setting with at least our recall; when none gets there, the raw
-            # setting with the best recall (cheaper than one that would, so a stricter test)
-            matched = [x for x in raw if x.recall_at_10 >= mine.recall_at_10]
-            ref = (
-                min(matched, key=lambda x: x.p50_ms)
-                if matched
-                else max(raw, key=lambda x: x.recall_at_10)
-            )
+            ref = _same_recall(raw, mine.recall_at_10)
             ratio = mine.p50_ms / ref.p50_ms
+            figures = (
+                f"{ratio:.2f}x `{same}` at {ref.note} (recall {ref.recall_at_10:.3f}; pgrecs "
+                f"{mine.recall_at_10:.3f})"
+            )
+            if plain:
+                base = _same_recall(plain, mine.recall_at_10)
+                figures += f"; {mine.p50_ms / base.p50_ms:.2f}x the plain top-10 at {base.note}"
             out.append(
                 (
-                    f"{name}: <= 2x raw pgvector top-10 at the same recall",
+                    f"{name}: <= 2x raw pgvector with the same exclusion and filter",
                     ratio <= 2.0,
-                    f"{ratio:.2f}x the raw user-vector top-10 at {ref.note} (recall "
-                    f"{ref.recall_at_10:.3f}; pgrecs {mine.recall_at_10:.3f})",
+                    figures,
                 )
             )
         for mine in self.rows:

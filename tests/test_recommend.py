@@ -244,6 +244,39 @@ def test_because_of_is_explains_first_row(shop: psycopg.Connection) -> None:
         assert first is not None and first[0] == because_of, item_id
 
 
+def test_because_of_compares_with_the_heaviest_interactions_only(
+    shop: psycopg.Connection,
+) -> None:
+    """settings.because_of_history caps the history because_of looks at: the heaviest positive
+    interactions; 0 looks at all of them (explain's first row)."""
+    record(shop, "u1", "b1", "purchase")  # weight 3
+    record(shop, "u1", "a1", "click")  # 1
+    record(shop, "u1", "c1", "view")  # 0.5: the lightest, and the only one near the c items
+
+    def because_of(limit: int) -> dict[str, str | None]:
+        shop.execute(
+            "update pgrecs.settings set value = %s::text::jsonb where name = 'because_of_history'",
+            (limit,),
+        )
+        return {r[0]: r[3] for r in recommend(shop, "'u1', k => 12")}
+
+    def explain_first(item: str, among: set[str]) -> str | None:
+        rows = shop.execute(
+            "select history_item_id from pgrecs.explain('u1', %s)", (item,)
+        ).fetchall()
+        return next((r[0] for r in rows if r[0] in among), None)
+
+    everything, heaviest_two = because_of(0), because_of(2)
+    assert everything.keys() == heaviest_two.keys()
+    for item in everything:
+        assert everything[item] == explain_first(item, {"a1", "b1", "c1"}), item
+        assert heaviest_two[item] == explain_first(item, {"a1", "b1"}), item
+    near_c = [item for item in everything if item.startswith("c")]
+    assert near_c and all(everything[item] == "c1" for item in near_c)
+    assert all(heaviest_two[item] in {"a1", "b1", None} for item in near_c)
+    assert because_of(3) == everything  # the cap covers the whole history
+
+
 def test_explain_orders_by_weight_times_similarity(shop: psycopg.Connection) -> None:
     record(shop, "u1", "a1", "click", days_ago=30)  # weight 1 * 0.5
     record(shop, "u1", "a5", "purchase")  # weight 3

@@ -8,9 +8,10 @@
 -- (content leads below warm_threshold interactions, collaborative above) and ranked by
 -- pgrecs._rank (near-duplicate collapse, MMR when diversity > 0, settings.popularity_penalty).
 -- Items the user interacted with are excluded when exclude_seen; items with a negative
--- interaction always are. because_of: the history item contributing most (the first row of
--- pgrecs.explain; NULL when no history item is similar). Returns min(k, eligible) rows, best
--- first.
+-- interaction always are. because_of: the history item contributing most among the user's
+-- settings.because_of_history heaviest positive interactions (0: all of them), i.e. the first row
+-- of pgrecs.explain whenever the user has no more positive interactions than that; NULL when no
+-- such item is similar. Returns min(k, eligible) rows, best first.
 create or replace function pgrecs.recommend(
     user_id text,
     k integer default 10,
@@ -34,6 +35,10 @@ declare
     v_content public.vector;
     v_collab public.vector;
     v_w float8;
+    v_limit integer := coalesce(pgrecs._setting('because_of_history')::integer, 100);
+    v_top_ids text[];
+    v_top_weights float8[];
+    v_top_at timestamptz[];
 begin
     if v_user is null then
         raise exception using errcode = 'null_value_not_allowed',
@@ -50,15 +55,23 @@ begin
                              coalesce(diversity::text, 'NULL'));
     end if;
 
-    -- The signs of pgrecs._history's weights are those of the raw weights (its recency decay is
-    -- a positive factor), so the counts need no decay.
-    select count(*), count(*) filter (where coalesce(x.weight, e.weight) > 0),
-           max(x.interaction_id),
-           array_agg(distinct x.item_id) filter (where coalesce(x.weight, e.weight) < 0)
-      into v_count, v_positive, v_last, v_negatives
-    from pgrecs.interactions as x
-    join pgrecs.event_types as e on e.event_type = x.event_type
-    where x.user_id = v_user;
+    -- One pass over the history: the counts, the negative items, and the heaviest positive
+    -- interactions because_of compares the results with (ties: the more recent first).
+    select count(*), count(*) filter (where h.weight > 0), max(h.interaction_id),
+           array_agg(distinct h.item_id) filter (where h.weight < 0),
+           array_agg(h.item_id order by h.weight desc, h.occurred_at desc, h.item_id)
+               filter (where h.weight > 0),
+           array_agg(h.weight order by h.weight desc, h.occurred_at desc, h.item_id)
+               filter (where h.weight > 0),
+           array_agg(h.occurred_at order by h.weight desc, h.occurred_at desc, h.item_id)
+               filter (where h.weight > 0)
+      into v_count, v_positive, v_last, v_negatives, v_top_ids, v_top_weights, v_top_at
+    from pgrecs._history(v_user) as h;
+    if v_limit > 0 then
+        v_top_ids := v_top_ids[1:v_limit];
+        v_top_weights := v_top_weights[1:v_limit];
+        v_top_at := v_top_at[1:v_limit];
+    end if;
 
     if v_positive > 0 then
         select u.content_vector, u.collab_vector into v_content, v_collab
@@ -94,68 +107,29 @@ begin
                               null)  -- _rank widens the beam past the seen items itself
                  with ordinality as t(item_id, score, source, ord)
         ),
-        h as materialized (
-            select h.item_id, h.weight, h.occurred_at
-            from pgrecs._history(v_user) as h
-            where h.weight > 0
-        ),
-        -- because_of = argmax over history items of weight * similarity (similarity <= 1),
-        -- so an item whose weight is below the best score already found for every result
-        -- cannot win: score the 32 heaviest items first, then only the items that can beat
-        -- them. The same result as scoring the whole history, without fetching most vectors.
-        top as materialized (
-            select h.item_id, h.weight, h.occurred_at, i.embedding, i.collab_embedding
-            from (select * from h order by h.weight desc limit 32) as h
-            join pgrecs.items as i on i.item_id = h.item_id
-            where i.embedding is not null
-        ),
-        bound as (
-            select coalesce(min(b.best), 0) * 0.999999 as weight
-            from (
-                select coalesce(max(t.weight * s.similarity) filter (where s.similarity > 0), 0)
-                       as best
-                from r
-                join pgrecs.items as ri on ri.item_id = r.item_id
-                cross join top as t
-                cross join lateral (
-                    select case when v_w >= 1
-                                then 1 - (t.embedding operator(public.<=>) ri.embedding)
-                                else v_w * (1 - (t.embedding operator(public.<=>) ri.embedding))
-                                     + (1 - v_w) * coalesce(
-                                         1 - (t.collab_embedding operator(public.<=>)
-                                              ri.collab_embedding),
-                                         1 - (t.embedding operator(public.<=>) ri.embedding))
-                           end as similarity
-                ) as s
-                group by r.item_id
-            ) as b
-            having count(*) = (select count(*) from r)
-        ),
+        -- because_of = argmax over the heaviest history items of weight * similarity; its
+        -- value is positive exactly when the similarity is (weights here are positive)
         hc as materialized (
             select h.item_id, h.weight, h.occurred_at, i.embedding, i.collab_embedding
-            from h
+            from unnest(v_top_ids, v_top_weights, v_top_at) as h(item_id, weight, occurred_at)
             join pgrecs.items as i on i.item_id = h.item_id
             where i.embedding is not null
-              and h.weight >= coalesce((select b.weight from bound as b), 0)
         )
-        select r.item_id, r.score, r.source, b.item_id
+        select r.item_id, r.score, r.source, case when b.contribution > 0 then b.item_id end
         from r
         join pgrecs.items as ri on ri.item_id = r.item_id
         left join lateral (
-            select h.item_id
+            select h.item_id,
+                   h.weight * case when v_w >= 1  -- content only: one distance per pair
+                                   then 1 - (h.embedding operator(public.<=>) ri.embedding)
+                                   else v_w * (1 - (h.embedding operator(public.<=>) ri.embedding))
+                                        + (1 - v_w) * coalesce(
+                                            1 - (h.collab_embedding operator(public.<=>)
+                                                 ri.collab_embedding),
+                                            1 - (h.embedding operator(public.<=>) ri.embedding))
+                              end as contribution
             from hc as h
-            cross join lateral (
-                select case when v_w >= 1  -- content only: one distance per pair
-                            then 1 - (h.embedding operator(public.<=>) ri.embedding)
-                            else v_w * (1 - (h.embedding operator(public.<=>) ri.embedding))
-                                 + (1 - v_w) * coalesce(
-                                     1 - (h.collab_embedding operator(public.<=>)
-                                          ri.collab_embedding),
-                                     1 - (h.embedding operator(public.<=>) ri.embedding))
-                       end as similarity
-            ) as s
-            where s.similarity > 0
-            order by h.weight * s.similarity desc, h.occurred_at desc, h.item_id
+            order by 2 desc, h.occurred_at desc, h.item_id
             limit 1
         ) as b on true
         order by r.ord;
