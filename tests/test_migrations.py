@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -56,6 +57,35 @@ def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
 
     migrate.upgrade(empty_db_url)
     assert pgrecs_objects(empty_db_url) == at_head
+
+
+def _schema_state(url: str) -> tuple[dict[str, str], list[tuple], set[str], list[tuple]]:
+    """Functions, settings, index definitions and columns of schema pgrecs."""
+    with psycopg.connect(url) as conn:
+        settings = conn.execute("select * from pgrecs.settings order by name").fetchall()
+        indexes = {
+            row[0]
+            for row in conn.execute("select indexdef from pg_indexes where schemaname = 'pgrecs'")
+        }
+        columns = conn.execute(
+            "select table_name, column_name, data_type, column_default, is_nullable"
+            " from information_schema.columns where table_schema = 'pgrecs'"
+            " order by table_name, column_name"
+        ).fetchall()
+        return _function_definitions(conn), settings, indexes, columns
+
+
+def test_each_downgrade_restores_the_revision_before(empty_db_url: str) -> None:
+    """Downgrading one step gives back exactly what the previous revision installed."""
+    revisions = [f"{n:04d}" for n in range(1, int(SCHEMA_REVISION) + 1)]
+    migrate.upgrade(empty_db_url, revisions[0])
+    for before, after in itertools.pairwise(revisions):
+        expected = _schema_state(empty_db_url)
+        migrate.upgrade(empty_db_url, after)
+        assert _schema_state(empty_db_url) != expected, after  # the revision changes something
+        migrate.downgrade(empty_db_url, before)
+        assert _schema_state(empty_db_url) == expected, f"downgrade {after} -> {before}"
+        migrate.upgrade(empty_db_url, after)
 
 
 def test_dimension_comes_from_configuration(empty_db_url: str) -> None:
