@@ -41,7 +41,11 @@ def per_call_ms(
 ) -> tuple[float, float]:
     """First and best of `rounds` rounds of `body` run once per user inside one DO block."""
     notices: list[str] = []
-    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        notices.append(diag.message_primary or "")
+
+    conn.add_notice_handler(keep)
     listed = "{" + ",".join(users) + "}"
     conn.execute(f"""
 do $$
@@ -59,6 +63,7 @@ begin
     raise notice '% %', first, best;
 end
 $$""")
+    conn.remove_notice_handler(keep)
     first, best = notices[-1].split()
     return float(first), float(best)
 

@@ -724,27 +724,25 @@ def sql_cases(w: Workload, a: Answers, qv: QueryVectors, phase: str) -> list[Cas
         )
         for value in (100, 200, 400, 800)
     ]
+    seen_args = list(zip(w.heavy.ids, user_q, strict=True))
     raw += [
         Case(
-            RAW_UNSEEN_LABEL,
+            label,
             "pgvector",
-            a.unseen_raw,
-            RAW_UNSEEN_SQL,
-            [(u, q) for u, q in zip(w.heavy.ids, user_q, strict=True)],
+            expected,
+            query,
+            args,
             ef(value, iterative=True),
             note=f"ef_search {value}, relaxed_order, NOT EXISTS",
         )
-        for value in (100, 800)
-    ]
-    raw += [
-        Case(
-            RAW_UNSEEN_FIVE_LABEL,
-            "pgvector",
-            a.unseen_raw_five,
-            RAW_UNSEEN_CATEGORY_SQL,
-            [(five, u, q) for u, q in zip(w.heavy.ids, user_q, strict=True)],
-            ef(value, iterative=True),
-            note=f"ef_search {value}, relaxed_order, NOT EXISTS",
+        for label, expected, query, args in (
+            (RAW_UNSEEN_LABEL, a.unseen_raw, RAW_UNSEEN_SQL, seen_args),
+            (
+                RAW_UNSEEN_FIVE_LABEL,
+                a.unseen_raw_five,
+                RAW_UNSEEN_CATEGORY_SQL,
+                [(five, u, q) for u, q in seen_args],
+            ),
         )
         for value in (100, 800)
     ]

@@ -25,9 +25,6 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-# explain.sql changes in its comment only (which items because_of compares with).
-FUNCTIONS = ["recommend.sql", "explain.sql"]
-
 
 def upgrade() -> None:
     execute_sql("""
@@ -37,11 +34,9 @@ insert into pgrecs.settings (name, value, description) values
      ' positive interactions (0 or less: all of them)')
 on conflict (name) do nothing;
 """)
-    for name in FUNCTIONS:
-        execute_sql_file("0006", name)
+    execute_sql_file("0006", "recommend.sql")
 
 
 def downgrade() -> None:
     execute_sql_file("0004", "recommend.sql")
-    execute_sql_file("0002", "explain.sql")
     execute_sql("delete from pgrecs.settings where name = 'because_of_history';")

@@ -3,8 +3,7 @@
 -- One row per interaction with a positive effective weight (pgrecs._history) whose item is
 -- similar to p_item_id, ordered by contribution = weight * similarity, largest first.
 -- similarity blends the spaces as pgrecs.recommend does for this user. An unknown user, or one
--- with no positive interaction, has no rows. recommend's because_of is the first row's item
--- (the first among the user's settings.because_of_history heaviest positive interactions).
+-- with no positive interaction, has no rows. recommend's because_of is the first row's item.
 create or replace function pgrecs.explain(user_id text, p_item_id text)
 returns table (
     history_item_id text,
