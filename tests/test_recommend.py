@@ -463,3 +463,28 @@ def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
     plans = _plans(conn, "select * from pgrecs.recommend('u1', k => 10, categories => '{rare}')")
     assert "using items_embedding_hnsw" not in plans and "items_collab" not in plans
     assert "Sort" in plans
+
+
+@pytest.mark.parametrize(("value", "meaning"), [("null", "default"), ("0", "all"), ("-3", "all")])
+def test_because_of_history_null_and_non_positive_values(
+    shop: psycopg.Connection, value: str, meaning: str
+) -> None:
+    """JSON null means the default (100), 0 or less the whole history: here both are every
+    interaction, so because_of is explain's first row either way."""
+    for item, event in (("b1", "purchase"), ("a1", "click"), ("c1", "view")):
+        record(shop, "u1", item, event)
+    shop.execute(
+        "update pgrecs.settings set value = %s::jsonb where name = 'because_of_history'", (value,)
+    )
+    for item_id, _, _, because_of in recommend(shop, "'u1', k => 12"):
+        first = shop.execute(
+            "select history_item_id from pgrecs.explain('u1', %s) limit 1", (item_id,)
+        ).fetchone()
+        assert (first[0] if first else None) == because_of, (meaning, item_id)
+
+
+def test_because_of_history_as_a_json_string_fails_clearly(shop: psycopg.Connection) -> None:
+    record(shop, "u1", "a1", "click")
+    shop.execute("update pgrecs.settings set value = '\"100\"' where name = 'because_of_history'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="jsonb string"):
+        recommend(shop, "'u1'")
