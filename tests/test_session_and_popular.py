@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -113,6 +114,97 @@ def test_popularity_sums_weights_and_fills_up_to_k(fan: psycopg.Connection) -> N
     assert ids(fan, """pgrecs.popular_items(filter => '{"deg": 160}')""") == ["a160"]
     fan.execute("update pgrecs.items set available = false where item_id = 'a60'")
     assert ids(fan, "pgrecs.popular_items(k => 1)") == ["a40"]
+
+
+LIVE_POPULARITY = """
+    select i.item_id, coalesce(sum(coalesce(x.weight, e.weight)), 0)::float8 as score
+    from pgrecs.items as i
+    left join pgrecs.interactions as x on x.item_id = i.item_id
+    left join pgrecs.event_types as e on e.event_type = x.event_type
+    where i.available
+    group by i.item_id
+    order by score desc, i.item_id
+"""
+
+
+def assert_counters_match_the_log(conn: psycopg.Connection) -> None:
+    """pgrecs.item_popularity equals the log, and popular_items ranks as the log says."""
+    counted = conn.execute(
+        "select item_id, interaction_count, score from pgrecs.item_popularity"
+        " where interaction_count <> 0 or score <> 0 order by item_id"
+    ).fetchall()
+    logged = conn.execute("""
+        select x.item_id, count(*), sum(coalesce(x.weight, e.weight))
+        from pgrecs.interactions as x join pgrecs.event_types as e using (event_type)
+        group by x.item_id order by x.item_id
+    """).fetchall()
+    assert counted == logged
+    live = conn.execute(LIVE_POPULARITY).fetchall()
+    assert conn.execute("select * from pgrecs.popular_items(k => 1000)").fetchall() == live
+    for k in (1, 3):
+        assert conn.execute(f"select * from pgrecs.popular_items(k => {k})").fetchall() == live[:k]
+
+
+def test_popularity_counters_follow_every_change_to_the_log(fan: psycopg.Connection) -> None:
+    """The all-time path reads counters that triggers keep; they must equal the log after
+    inserts (multi-row, COPY, record_interaction), updates, deletes, an item's deletion, a
+    change of an event type's weight and a truncate. Weights are multiples of 1/4, so every sum
+    is exact."""
+    assert_counters_match_the_log(fan)  # nothing yet: every item scores 0
+    fan.execute("""
+        insert into pgrecs.interactions (user_id, item_id, event_type, weight) values
+            ('u1', 'a40', 'purchase', null), ('u1', 'a20', 'click', 2.25),
+            ('u2', 'a20', 'view', null), ('u2', 'a100', 'dislike', null),
+            ('u3', 'a40', 'like', -0.75), ('u3', 'a120', 'cart', null)
+    """)
+    assert_counters_match_the_log(fan)
+    with fan.cursor().copy(
+        "copy pgrecs.interactions (user_id, item_id, event_type, weight) from stdin"
+    ) as copy:
+        for n in range(60):
+            copy.write_row((f"c{n}", f"a{20 * (n % 9)}", ["view", "click", "cart"][n % 3], None))
+    fan.execute("select pgrecs.record_interaction('u9', 'a160', 'like')")
+    assert_counters_match_the_log(fan)
+    fan.execute("update pgrecs.interactions set weight = 4.5 where user_id = 'u1'")
+    fan.execute("update pgrecs.interactions set item_id = 'a0' where user_id = 'u2'")
+    fan.execute("update pgrecs.interactions set event_type = 'purchase' where user_id = 'c7'")
+    assert_counters_match_the_log(fan)
+    fan.execute("delete from pgrecs.interactions where user_id in ('u3', 'c1', 'c2')")
+    assert_counters_match_the_log(fan)
+    fan.execute("delete from pgrecs.interactions where item_id = 'a160'")  # back to no score
+    assert fan.execute(
+        "select interaction_count, score from pgrecs.item_popularity where item_id = 'a160'"
+    ).fetchone() == (0, 0.0)
+    fan.execute("delete from pgrecs.items where item_id = 'a80'")  # cascades to its interactions
+    assert_counters_match_the_log(fan)
+    fan.execute("update pgrecs.event_types set weight = 7.5 where event_type = 'view'")
+    assert_counters_match_the_log(fan)
+    fan.execute("update pgrecs.event_types set description = 'seen' where event_type = 'view'")
+    assert_counters_match_the_log(fan)
+    fan.execute("update pgrecs.items set available = false where item_id = 'a40'")
+    assert_counters_match_the_log(fan)
+    fan.execute("truncate pgrecs.interactions")
+    assert fan.execute("select count(*) from pgrecs.item_popularity").fetchone() == (0,)
+    assert_counters_match_the_log(fan)
+
+
+def test_popularity_counters_under_concurrent_writers(fan: psycopg.Connection, db_url: str) -> None:
+    """Two writers recording interactions with the same items at once: no update is lost."""
+
+    def write(user: str) -> None:
+        with psycopg.connect(db_url, autocommit=True) as own:
+            for n in range(150):
+                own.execute(
+                    "select pgrecs.record_interaction(%s, %s, 'click')",
+                    (user, ["a0", "a20", "a40"][n % 3]),
+                )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(write, ["w1", "w2"]))
+    assert fan.execute(
+        "select item_id, interaction_count, score from pgrecs.item_popularity order by item_id"
+    ).fetchall() == [("a0", 100, 100.0), ("a20", 100, 100.0), ("a40", 100, 100.0)]
+    assert_counters_match_the_log(fan)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@
 -- interactions of the last `since` (all time when NULL). Items nobody touched score 0 and still
 -- count (below positive, above negative scores), so the call returns min(k, eligible) rows.
 -- Ties: item_id.
--- Cost grows with the interaction log (one aggregate per call): cache it in your service for
--- high request rates.
+-- All time (`since` NULL) is read from pgrecs.item_popularity, kept by triggers: the cost does
+-- not grow with the log. A `since` window aggregates that window's interactions per call: cache
+-- it in your service for high request rates.
 create or replace function pgrecs.popular_items(
     k integer default 10,
     categories text[] default null,
