@@ -77,7 +77,7 @@ class Client:
         params = {
             "item_id": item_id,
             "k": k,
-            "categories": _list(categories),
+            "categories": _list(categories, "categories"),
             "same_category": same_category,
             "filter": _jsonb(filter),
             "exclude_seen_by": exclude_seen_by,
@@ -97,7 +97,7 @@ class Client:
         params = {
             "user_id": user_id,
             "k": k,
-            "categories": _list(categories),
+            "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
             "exclude_seen": exclude_seen,
             "diversity": float(diversity),
@@ -122,12 +122,12 @@ class Client:
     ) -> list[SimilarItem]:
         """Recommendations for an anonymous session from the items in it."""
         params = {
-            "item_ids": list(item_ids),
+            "item_ids": items.string_list(item_ids, "item_ids"),
             "weights": [float(w) for w in weights] if weights is not None else None,
             "k": k,
-            "categories": _list(categories),
+            "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
-            "negative_item_ids": _list(negative_item_ids),
+            "negative_item_ids": _list(negative_item_ids, "negative_item_ids"),
         }
         return self._scored("recommend_for_items", params)
 
@@ -140,7 +140,7 @@ class Client:
     ) -> list[SimilarItem]:
         params = {
             "k": k,
-            "categories": _list(categories),
+            "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
             "since": since,
         }
@@ -229,8 +229,8 @@ class Client:
         return embed.reembed_all(self.conn, embedder, batch_size=batch_size, progress=progress)
 
 
-def _list(values: Sequence[str] | None) -> list[str] | None:
-    return list(values) if values is not None else None
+def _list(values: Sequence[str] | None, name: str) -> list[str] | None:
+    return items.string_list(values, name) if values is not None else None
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:

@@ -164,8 +164,17 @@ def _check_unique(items: Sequence[Item]) -> None:
 
 def delete_items(conn: psycopg.Connection[Any], item_ids: Sequence[str]) -> list[str]:
     """Delete items (and their interactions); returns the ids that existed."""
+    params = {"item_ids": string_list(item_ids, "item_ids")}
     with translated(), conn.transaction():
-        return [row[0] for row in conn.execute(query("delete_items"), {"item_ids": list(item_ids)})]
+        return [row[0] for row in conn.execute(query("delete_items"), params)]
+
+
+def string_list(values: Sequence[str], name: str) -> list[str]:
+    """A list from a sequence of ids or categories. A lone string is refused: list("sku-1")
+    would silently mean 's', 'k', 'u', '-', '1'."""
+    if isinstance(values, str | bytes):
+        raise InvalidParameter(f"{name} must be a list, not a single string: write [{values!r}]")
+    return list(values)
 
 
 def read_items_file(path: str | Path) -> list[Item]:

@@ -28,6 +28,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from pgrecs.errors import InvalidParameter, translated
+from pgrecs.items import string_list
 from pgrecs.queries import query
 
 MAX_HALF_LIVES = 100.0
@@ -156,7 +157,10 @@ def refresh_users(
     if chunk_size < 1:
         raise InvalidParameter("chunk_size must be at least 1")
     started = time.perf_counter()
-    targets = list(user_ids) if user_ids is not None else stale_users(conn, all_users=all_users)
+    if user_ids is not None:
+        targets = string_list(user_ids, "user_ids")
+    else:
+        targets = stale_users(conn, all_users=all_users)
     if not targets:
         return RefreshReport(0, time.perf_counter() - started)
     if items is None and user_ids is None:

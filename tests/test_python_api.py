@@ -191,6 +191,27 @@ def test_delete_items_removes_them_and_their_interactions(client: pgrecs.Client)
     assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
 
 
+def test_a_single_string_is_refused_where_a_list_is_expected(client: pgrecs.Client) -> None:
+    """list("sku-1") is ['s', 'k', 'u', '-', '1']: a lone string must not be read as ids."""
+    client.upsert_items([{"item_id": i} for i in ["sku-1", "s", "k", "u", "-", "1"]])
+    client.record_interactions([{"user_id": "u", "item_id": "s", "event_type": "click"}])
+    calls = [
+        lambda: client.delete_items("sku-1"),
+        lambda: client.delete_items(b"sku-1"),
+        lambda: client.similar_items("sku-1", categories="kitchen"),
+        lambda: client.recommend("u", categories="kitchen"),
+        lambda: client.recommend_for_items("sku-1"),
+        lambda: client.recommend_for_items(["sku-1"], negative_item_ids="s"),
+        lambda: client.popular_items(categories="kitchen"),
+        lambda: client.refresh_users("u42"),
+    ]
+    for call in calls:
+        with pytest.raises(pgrecs.InvalidParameter, match="must be a list, not a single string"):
+            call()  # type: ignore[no-untyped-call]
+    assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (6,)
+    assert client.conn.execute("select count(*) from pgrecs.users").fetchone() == (0,)
+
+
 def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Client) -> None:
     client.upsert_items([{"item_id": "a"}])
     with pytest.raises(pgrecs.IntegrityError, match="not present"):
