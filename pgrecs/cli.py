@@ -43,10 +43,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     from pgrecs import migrate
 
+    if args.downgrade and not args.revision:
+        args.usage_error(
+            "--downgrade needs --revision (e.g. --revision 0006; --revision base drops every "
+            "pgrecs table and its data)"
+        )
     x = {"dim": str(args.dim), "collab_dim": str(args.collab_dim)}
     try:
         if args.downgrade:
-            migrate.downgrade(args.database_url, args.revision or "base", sql=args.sql, **x)
+            migrate.downgrade(args.database_url, args.revision, sql=args.sql, **x)
         else:
             migrate.upgrade(args.database_url, args.revision or "head", sql=args.sql, **x)
     except CommandError as exc:
@@ -352,8 +357,14 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db)
 
     p = sub("migrate", "bring the schema to the latest version (wraps `alembic upgrade`)")
-    p.add_argument("--revision", help="target revision (default: head, or base with --downgrade)")
-    p.add_argument("--downgrade", action="store_true", help="downgrade instead of upgrade")
+    p.add_argument(
+        "--revision",
+        help="target revision (default: head; required with --downgrade, where base drops "
+        "every pgrecs table)",
+    )
+    p.add_argument(
+        "--downgrade", action="store_true", help="downgrade to --revision instead of upgrading"
+    )
     p.add_argument(
         "--sql", action="store_true", help="print the SQL for a DBA instead of running it"
     )
@@ -361,7 +372,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--collab-dim", type=int, default=64, help="collaborative dimension (default 64)"
     )
-    p.set_defaults(func=cmd_migrate)
+    p.set_defaults(func=cmd_migrate, usage_error=p.error)
 
     p = sub(
         "import", "import items or interactions from CSV (with header) or JSONL, all or nothing"

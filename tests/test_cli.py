@@ -88,6 +88,18 @@ def test_migrate_sql_prints_a_script_without_touching_the_database(empty_db_url:
     assert "not migrated" in result.stderr
 
 
+def test_downgrade_without_a_revision_is_a_usage_error(db_url: str) -> None:
+    """A bare --downgrade used to go to base, dropping every table with its data."""
+    import psycopg
+
+    result = pgrecs("migrate", "--downgrade", url=db_url, check=False)
+    assert result.returncode == 2
+    assert "--downgrade needs --revision" in result.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select to_regclass('pgrecs.items') is not null").fetchone() == (True,)
+    assert "required with --downgrade" in " ".join(pgrecs("migrate", "--help").stdout.split())
+
+
 def test_embedded_server_lifecycle(tmp_path: Path) -> None:
     started = pgrecs("db", "start", data_dir=tmp_path).stdout.strip()
     try:
