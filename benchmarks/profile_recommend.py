@@ -10,8 +10,10 @@ with clock_timestamp(), so the figures are server time without the client round 
 per call: the first round (each user's data met for the first time, as in `pgrecs bench`) and
 the best of --rounds rounds (everything in the CPU caches). The parts are the ones
 docs/performance.md discusses: the whole call with and without a category, `_rank` alone, the
-walk (`_nearest`) alone, the history pass, and `recommend` with because_of over the whole
-history (settings.because_of_history = 0, restored afterwards). Nothing is written to disk.
+walk (`_nearest`) alone, the history pass, the popular-items path (a user with no history,
+`popular_items` all time with a category and over the last 7 days), and `recommend` with
+because_of over the whole history (settings.because_of_history = 0, restored afterwards).
+Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ PARTS = {
         " where user_id = u), 20, array['c04'], null, u, null, false, 'content')"
     ),
     "_history (the history pass)": "select * from pgrecs._history(u)",
+    "recommend, a user with no history (popular items)": (
+        "select * from pgrecs.recommend('new-' || u, 10)"
+    ),
+    "popular_items, 5% category": "select * from pgrecs.popular_items(10, array['c04'])",
+    "popular_items, last 7 days": (
+        "select * from pgrecs.popular_items(10, null, null, interval '7 days')"
+    ),
 }
 EXACT = "recommend, 5% category, because_of over the whole history"
 

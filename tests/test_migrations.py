@@ -88,6 +88,23 @@ def test_each_downgrade_restores_the_revision_before(empty_db_url: str) -> None:
         migrate.upgrade(empty_db_url, after)
 
 
+def test_downgrade_keeps_roles_granted_to_an_application(empty_db_url: str) -> None:
+    """Roles are cluster-wide: a downgrade to base must not revoke an app login's membership."""
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("drop role if exists pgrecs_test_app")
+        conn.execute("create role pgrecs_test_app login")
+        conn.execute("grant pgrecs_reader to pgrecs_test_app")
+        try:
+            migrate.downgrade(empty_db_url, "base")
+            assert conn.execute(
+                "select pg_has_role('pgrecs_test_app', 'pgrecs_reader', 'member')"
+            ).fetchone() == (True,)
+            migrate.upgrade(empty_db_url)  # and the kept roles are reused
+        finally:
+            conn.execute("drop role pgrecs_test_app")
+
+
 def test_dimension_comes_from_configuration(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url, dim="768", collab_dim="32")
     with psycopg.connect(empty_db_url) as conn:

@@ -488,3 +488,46 @@ def test_because_of_history_as_a_json_string_fails_clearly(shop: psycopg.Connect
     shop.execute("update pgrecs.settings set value = '\"100\"' where name = 'because_of_history'")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="jsonb string"):
         recommend(shop, "'u1'")
+
+
+def test_a_bad_because_of_history_only_fails_the_path_that_reads_it(
+    shop: psycopg.Connection,
+) -> None:
+    """Argument errors keep their own SQLSTATE and cold users are served."""
+    shop.execute("update pgrecs.settings set value = '\"x\"' where name = 'because_of_history'")
+    with pytest.raises(psycopg.errors.NullValueNotAllowed):
+        recommend(shop, "null")
+    assert len(recommend(shop, "'nobody', k => 3")) == 3
+
+
+@pytest.mark.parametrize(
+    ("weight", "allowed"),
+    [(0.0, True), (1e-6, True), (-1e-6, True), (1e6, True), (1e-7, False), (-1e-50, False)],
+)
+def test_interaction_weights_are_zero_or_between_1e_6_and_1e6(
+    shop: psycopg.Connection, weight: float, allowed: bool
+) -> None:
+    insert = (
+        "insert into pgrecs.interactions (user_id, item_id, event_type, weight)"
+        " values ('u1', 'a1', 'click', %s)"
+    )
+    if allowed:
+        shop.execute(insert, (weight,))
+    else:
+        with pytest.raises(psycopg.errors.CheckViolation, match="interactions_weight_check"):
+            shop.execute(insert, (weight,))
+
+
+def test_interactions_many_half_lives_old_do_not_underflow(shop: psycopg.Connection) -> None:
+    """An interaction 10,000 half-lives old weighs 2**-100 (the cap); times a vector element of
+    1e-20 that is below single precision, which used to fail the live user vector."""
+    shop.execute("insert into pgrecs.items (item_id, embedding) values ('tiny', '[1,1e-20,0.5]')")
+    shop.execute("update pgrecs.settings set value = '0.01' where name = 'half_life_days'")
+    record(shop, "u1", "tiny", "purchase", days_ago=100)
+    record(shop, "u1", "a1", "click")
+    vector = shop.execute("select pgrecs._user_vector('u1', 'content')").fetchone()[0]
+    a1 = shop.execute("select embedding from pgrecs.items where item_id = 'a1'").fetchone()[0]
+    np.testing.assert_allclose(
+        vector.to_numpy(), a1.to_numpy() / np.linalg.norm(a1.to_numpy()), atol=1e-6
+    )
+    assert len(recommend(shop, "'u1', k => 3")) == 3

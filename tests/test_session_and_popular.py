@@ -62,6 +62,21 @@ def test_session_filters_and_k_guarantee(fan: psycopg.Connection) -> None:
     assert ids(fan, """pgrecs.recommend_for_items('{a0}', filter => '{"deg": 140}')""") == ["a140"]
 
 
+@pytest.mark.parametrize("scale", ["1e-50", "1e-300", "1e300"])
+def test_session_weights_of_any_magnitude_rank_alike(fan: psycopg.Connection, scale: str) -> None:
+    """Only the ratio of the weights matters: tiny or huge ones used to underflow or overflow
+    single precision."""
+    expected = ids(fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{1,5}', k => 4)")
+    assert expected[0] == "a140"
+    weights = f"array[1 * {scale}, 5 * {scale}]::float8[]"
+    got = ids(fan, f"pgrecs.recommend_for_items('{{a0,a160}}', weights => {weights}, k => 4)")
+    assert got == expected
+    # and a weight far below the others counts for (almost) nothing
+    assert ids(
+        fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{1e-300,1}', k => 1)"
+    ) == ids(fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{0,1}', k => 1)")
+
+
 @pytest.mark.parametrize(
     ("call", "sqlstate", "needle"),
     [
@@ -76,6 +91,16 @@ def test_session_filters_and_k_guarantee(fan: psycopg.Connection) -> None:
             "2 weights for 1 items",
         ),
         ("pgrecs.recommend_for_items('{a0}', weights => '{NaN}')", "22023", "finite"),
+        (
+            "pgrecs.recommend_for_items('{a0,a20}', weights => '[0:1]={3,1}')",
+            "22023",
+            "one-dimensional array indexed from 1, got [0:1]",
+        ),
+        (
+            "pgrecs.recommend_for_items('{a0,a20}', weights => '{{3,1}}')",
+            "22023",
+            "one-dimensional array indexed from 1, got [1:1][1:2]",
+        ),
         ("pgrecs.recommend_for_items('{a0}', k => 0)", "22023", "k must be between 1 and 1000"),
         ("pgrecs.recommend_for_items('{a0}', filter => '3')", "22023", "JSON object"),
         ("pgrecs.recommend_for_items('{a0}', negative_item_ids => '{a0}')", "22023", "cancel out"),

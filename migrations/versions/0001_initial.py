@@ -182,7 +182,8 @@ grant insert, update on pgrecs.models to pgrecs_writer;
 
 def downgrade() -> None:
     # The schema itself stays: it holds Alembic's version table. The roles stay when other
-    # databases still grant them something (roles are cluster-wide).
+    # databases still grant them something or other roles are members of them (roles are
+    # cluster-wide).
     execute_sql("""
 drop function if exists pgrecs.record_interaction(text, text, text, timestamptz);
 drop function if exists pgrecs.popular_items(integer, text[], jsonb, interval);
@@ -197,9 +198,20 @@ drop table if exists pgrecs.interactions, pgrecs.users, pgrecs.embedding_cache, 
 revoke all on schema pgrecs from pgrecs_reader, pgrecs_writer;
 revoke all on all tables in schema pgrecs from pgrecs_reader, pgrecs_writer;
 do $$
+declare
+    r text;
 begin
-    drop role if exists pgrecs_writer;
-    drop role if exists pgrecs_reader;
+    -- a role granted to someone (an application's login; not the ADMIN grant PostgreSQL 16+
+    -- gives a CREATEROLE creator) stays: dropping it would silently revoke that membership
+    foreach r in array array['pgrecs_writer', 'pgrecs_reader'] loop
+        if exists (select from pg_catalog.pg_auth_members as m
+                   join pg_catalog.pg_roles as g on g.oid = m.roleid
+                   where g.rolname = r and not m.admin_option) then
+            raise notice 'role % kept: other roles are members of it', r;
+        else
+            execute format('drop role if exists %I', r);
+        end if;
+    end loop;
 exception when dependent_objects_still_exist or insufficient_privilege then
     raise notice 'roles pgrecs_reader/pgrecs_writer kept: %', sqlerrm;
 end

@@ -1,5 +1,5 @@
 """Popularity counters: popular items and recommend's cold path no longer aggregate the whole
-interaction log per call.
+interaction log per call; weights that could underflow single precision are refused.
 
 Revision ID: 0007
 Revises: 0006
@@ -17,6 +17,17 @@ all-time popularity; `since` windows still aggregate that window per call.
 The upgrade creates the triggers before it counts the existing log, in one transaction: writers
 of pgrecs.interactions wait for it (the count reads the whole log once). pgrecs_writer may write
 the counters (the triggers run with the writer's rights); pgrecs_reader may read them.
+
+Tiny weights: a weight of 1e-50 passed the +-1e6 check and then made user vectors (live path),
+explain and recommend_for_items fail with "value out of range: underflow" (single-precision
+vector arithmetic). Interaction and event-type weights must now be 0 or between 1e-6 and 1e6 in
+magnitude. The new interaction check is added NOT VALID (new rows are checked at once, the log
+is not scanned under an exclusive lock); validate it at a quiet time with
+`alter table pgrecs.interactions validate constraint interactions_weight_check`.
+_user_vector leaves out effective weights below 1e-20 (nothing in single precision);
+recommend_for_items scales its weights so the largest is 1 and refuses a weights array that is
+not one-dimensional from index 1 (it used to pair such weights with the wrong items); recommend
+reads settings.because_of_history after its argument checks, on the path that uses it.
 """
 
 from __future__ import annotations
@@ -29,6 +40,10 @@ branch_labels = None
 depends_on = None
 
 TRIGGER_FUNCTIONS = "pgrecs._popularity_delta(), pgrecs._popularity_recount()"
+# Functions changed here, with the revision whose copy the downgrade restores.
+UPDATED = {"_user_vector.sql": "0002", "recommend_for_items.sql": "0002", "recommend.sql": "0006"}
+WEIGHT_CHECK = "weight = 0 or abs(weight) between 0.000001 and 1000000"
+OLD_WEIGHT_CHECK = "weight between -1000000 and 1000000"
 
 
 def upgrade() -> None:
@@ -74,9 +89,25 @@ grant insert, update, delete on pgrecs.item_popularity to pgrecs_writer;
 """)
     execute_sql_file("0007", "_popular.sql")
     execute_sql_file("0007", "popular_items.sql")
+    execute_sql(f"""
+alter table pgrecs.interactions drop constraint interactions_weight_check,
+    add constraint interactions_weight_check check ({WEIGHT_CHECK}) not valid;
+alter table pgrecs.event_types drop constraint event_types_weight_check,
+    add constraint event_types_weight_check check ({WEIGHT_CHECK});
+""")
+    for name in UPDATED:
+        execute_sql_file("0007", name)
 
 
 def downgrade() -> None:
+    for name, revision_dir in UPDATED.items():
+        execute_sql_file(revision_dir, name)
+    execute_sql(f"""
+alter table pgrecs.interactions drop constraint interactions_weight_check,
+    add constraint interactions_weight_check check ({OLD_WEIGHT_CHECK});
+alter table pgrecs.event_types drop constraint event_types_weight_check,
+    add constraint event_types_weight_check check ({OLD_WEIGHT_CHECK});
+""")
     execute_sql_file("0002", "_popular.sql")
     execute_sql_file("0002", "popular_items.sql")
     execute_sql(f"""

@@ -2,7 +2,9 @@
 --
 -- The normalized sum of weight * item vector over pgrecs._history (the rule the refresh jobs
 -- store in pgrecs.users). NULL when no history item has a vector in that space or the weighted
--- vectors cancel out. `space`: 'content' or 'collaborative'.
+-- vectors cancel out. `space`: 'content' or 'collaborative'. Effective weights below 1e-20
+-- (interactions many half-lives old) are left out: they change nothing in single precision,
+-- and multiplying a vector by them could underflow it (an error).
 create or replace function pgrecs._user_vector(p_user_id text, space text)
 returns public.vector
 language sql
@@ -21,5 +23,6 @@ as $$
                               when 'collaborative' then i.collab_embedding end as vec
         ) as v
         where v.vec is not null
+          and abs(h.weight) >= 1e-20  -- nothing in float4, and weight * element could underflow
     ) as s
 $$;

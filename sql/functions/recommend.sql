@@ -35,7 +35,7 @@ declare
     v_content public.vector;
     v_collab public.vector;
     v_w float8;
-    v_limit integer := coalesce(pgrecs._setting('because_of_history')::integer, 100);
+    v_limit integer;
     v_top_ids text[];
     v_top_weights float8[];
     v_top_at timestamptz[];
@@ -67,11 +67,6 @@ begin
                filter (where h.weight > 0)
       into v_count, v_positive, v_last, v_negatives, v_top_ids, v_top_weights, v_top_at
     from pgrecs._history(v_user) as h;
-    if v_limit > 0 then
-        v_top_ids := v_top_ids[1:v_limit];
-        v_top_weights := v_top_weights[1:v_limit];
-        v_top_at := v_top_at[1:v_limit];
-    end if;
 
     if v_positive > 0 then
         select u.content_vector, u.collab_vector into v_content, v_collab
@@ -95,6 +90,13 @@ begin
         return;
     end if;
 
+    -- read here, not before the argument checks: a setting only fails the path that uses it
+    v_limit := coalesce(pgrecs._setting('because_of_history')::integer, 100);
+    if v_limit > 0 then
+        v_top_ids := v_top_ids[1:v_limit];
+        v_top_weights := v_top_weights[1:v_limit];
+        v_top_at := v_top_at[1:v_limit];
+    end if;
     v_w := pgrecs._content_weight(v_count, v_collab is not null);
     return query
         with r as materialized (

@@ -2,7 +2,8 @@
 --
 -- The query vector is the weighted sum of the input items' content vectors (weights default to 1)
 -- minus the sum of the negative items' vectors (scores are cosine, so its length does not
--- matter). Input and negative items are never
+-- matter; the sum is scaled so the largest coefficient is 1). weights pair with item_ids by
+-- position: a one-dimensional array indexed from 1, as long as item_ids. Input and negative items are never
 -- returned; near-duplicates of an input item or of a better result are dropped.
 -- Returns min(k, eligible) rows, best first.
 create or replace function pgrecs.recommend_for_items(
@@ -24,6 +25,7 @@ declare
     v_missing text[];
     v_query public.vector;
     v_anchors public.vector[];
+    v_scale float8;
 begin
     if item_ids is null or cardinality(item_ids) = 0 then
         raise exception using errcode = 'invalid_parameter_value',
@@ -38,6 +40,11 @@ begin
         raise exception using errcode = 'invalid_parameter_value',
             message = format('pgrecs.recommend_for_items: %s weights for %s items',
                              cardinality(weights), cardinality(item_ids));
+    end if;
+    if weights is not null and (array_ndims(weights) <> 1 or array_lower(weights, 1) <> 1) then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = format('pgrecs.recommend_for_items: weights must be a one-dimensional array'
+                             ' indexed from 1, got %s', pg_catalog.array_dims(weights));
     end if;
     if exists (select from unnest(weights) as w where w is null or w = 'NaN' or w in ('Infinity', '-Infinity')) then
         raise exception using errcode = 'invalid_parameter_value',
@@ -62,15 +69,23 @@ begin
             hint = 'run `pgrecs embed` to embed new items';
     end if;
 
-    -- weighted sum, dimension by dimension (input lists are short)
+    -- Weighted sum, dimension by dimension (input lists are short), scaled so the largest
+    -- coefficient is 1 (cosine ignores the length; huge or tiny weights then neither overflow
+    -- nor underflow single precision); sums below 1e-30 are 0.
+    v_scale := coalesce(nullif(greatest(
+        coalesce((select max(abs(w)) from unnest(weights) as w), 1),
+        case when cardinality(negative_item_ids) > 0 then 1 else 0 end), 0), 1);
     select array_agg(s.value order by s.dim)::public.vector into v_query
     from (
-        select u.dim, sum(w.weight * u.value)::real as value
+        select u.dim,
+               (case when abs(sum(w.weight * u.value)) < 1e-30 then 0
+                     else sum(w.weight * u.value) end)::real as value
         from (
-            select p.id, coalesce(weights[p.ord], 1) as weight
-            from unnest(item_ids) with ordinality as p(id, ord)
+            select p.id, coalesce(p.weight, 1) / v_scale as weight
+            from unnest(item_ids, weights) as p(id, weight)
+            where p.id is not null
             union all
-            select n.id, -1 from unnest(negative_item_ids) as n(id)
+            select n.id, -1 / v_scale from unnest(negative_item_ids) as n(id)
         ) as w
         join pgrecs.items as i on i.item_id = w.id
         cross join lateral unnest(i.embedding::real[]) with ordinality as u(value, dim)
