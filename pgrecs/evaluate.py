@@ -654,27 +654,24 @@ def _cold_start(
 
 def scratch_database(url: str | None, dim: int) -> str:
     """A database for evaluation runs at schema head with `dim`-d content vectors: `url`, or
-    the embedded server's `pgrecs_eval`. Its interactions and users are replaced by each run."""
+    the embedded server's `pgrecs_eval`. Its interactions and users are replaced by each run.
+    A database must be empty or marked by an earlier call (setting evaluation_scratch): a
+    pgrecs database without the marker is refused, catalogue or not."""
     from pgrecs import embedded, migrate
     from pgrecs.db import open_connection
 
     url = url or embedded.start(database="pgrecs_eval")
     with open_connection(url, autocommit=True) as conn, translated():
-        found = (
-            conn.execute(
-                "select a.atttypmod, exists (select from pgrecs.interactions),"
-                " exists (select from pgrecs.settings where name = 'evaluation_scratch')"
-                " from pg_catalog.pg_attribute as a"
-                " where a.attrelid = to_regclass('pgrecs.items') and a.attname = 'embedding'"
-            ).fetchone()
-            if _has_pgrecs(conn)
-            else None
-        )
-    if found is not None and found[1] and not found[2]:
-        raise ConfigurationError(
-            "refusing to evaluate in a database that holds interactions not written by "
-            "`pgrecs evaluate` (an evaluation replaces them): give an empty scratch database"
-        )
+        if _has_pgrecs(conn) and not _is_scratch(conn):
+            raise ConfigurationError(
+                "refusing to evaluate in a database that holds a pgrecs schema not made by "
+                "`pgrecs evaluate` (an evaluation replaces its catalogue and interactions): "
+                "give an empty scratch database"
+            )
+        found = conn.execute(
+            "select a.atttypmod from pg_catalog.pg_attribute as a"
+            " where a.attrelid = to_regclass('pgrecs.items') and a.attname = 'embedding'"
+        ).fetchone()
     if found is not None and found[0] != dim:
         migrate.downgrade(url, "base")
     migrate.upgrade(url, dim=str(dim))
@@ -688,7 +685,24 @@ def scratch_database(url: str | None, dim: int) -> str:
 
 
 def _has_pgrecs(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("select to_regclass('pgrecs.interactions') is not null").fetchone()
+    """Whether schema pgrecs holds anything but Alembic's version table (which a downgrade to
+    base leaves behind, empty)."""
+    return _scalar(
+        conn,
+        "select exists (select from pg_catalog.pg_class"
+        " where relnamespace = to_regnamespace('pgrecs') and relname <> 'alembic_version')",
+    )
+
+
+def _is_scratch(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an earlier scratch_database call left its marker setting."""
+    return _scalar(conn, "select to_regclass('pgrecs.settings') is not null") and _scalar(
+        conn, "select exists (select from pgrecs.settings where name = 'evaluation_scratch')"
+    )
+
+
+def _scalar(conn: psycopg.Connection[Any], sql: str) -> bool:
+    row = conn.execute(sql).fetchone()
     return bool(row and row[0])
 
 

@@ -106,6 +106,30 @@ def test_scratch_database_refuses_a_database_in_use(db_url: str) -> None:
         assert conn.execute("select count(*) from pgrecs.interactions").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("dim", [3, 5])
+def test_scratch_database_refuses_a_catalogue_without_interactions(db_url: str, dim: int) -> None:
+    """A real pgrecs database without the scratch marker is refused even with no interactions:
+    MovieLens would be written into its catalogue (dim 3), or the schema dropped (dim 5)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("insert into pgrecs.items (item_id, embedding) values ('a', '[1,0,0]')")
+    with pytest.raises(ConfigurationError, match="holds a pgrecs schema not made by"):
+        evaluate.scratch_database(db_url, dim)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("select item_id from pgrecs.items").fetchall() == [("a",)]
+        assert conn.execute(
+            "select count(*) from pgrecs.settings where name = 'evaluation_scratch'"
+        ).fetchone() == (0,)
+
+
+def test_scratch_database_reuses_its_own_database(empty_db_url: str) -> None:
+    assert evaluate.scratch_database(empty_db_url, 3) == empty_db_url
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("insert into pgrecs.items (item_id) values ('a')")
+    evaluate.scratch_database(empty_db_url, 3)  # marked: accepted again, catalogue kept
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert conn.execute("select item_id from pgrecs.items").fetchall() == [("a",)]
+
+
 def test_baselines_on_a_tiny_world() -> None:
     train = [Rating(f"u{u}", f"i{i}", 5.0, float(i)) for u in range(6) for i in range(u % 3, 6, 3)]
     recs = evaluate.popularity_baseline(train, ["u0"], k=3)
@@ -116,14 +140,14 @@ def test_baselines_on_a_tiny_world() -> None:
 
 @pytest.mark.model
 @pytest.mark.skipif(not MOVIELENS.is_dir(), reason="MovieLens is not on this machine")
-def test_reduced_movielens_run(db384_url: str) -> None:
+def test_reduced_movielens_run(empty_db_url: str) -> None:
     """The protocol of `pgrecs evaluate` on a sample of MovieLens users, with the real model
     and the two-tower training, through pgrecs.recommend in SQL: the hybrid ranks the held-out
     movies better than popularity and than content alone."""
     from pgrecs.embed import SentenceTransformerEmbedder
 
     dataset = evaluate.sample(evaluate.load_movielens(MOVIELENS), SAMPLE_USERS, seed=0)
-    url = evaluate.scratch_database(db384_url, 384)
+    url = evaluate.scratch_database(empty_db_url, 384)
     report = evaluate.run(
         dataset,
         url,
@@ -141,7 +165,7 @@ def test_reduced_movielens_run(db384_url: str) -> None:
 SAMPLE_USERS = 300
 
 
-def test_tune_keeps_the_default_on_a_tie(db_url: str) -> None:
+def test_tune_keeps_the_default_on_a_tie(empty_db_url: str) -> None:
     """Without a collaborative model every warm_threshold ranks alike (only the content space
     counts), so tuning must leave the default in place, and the database's settings as found."""
     from pgrecs.items import Item
@@ -154,7 +178,7 @@ def test_tune_keeps_the_default_on_a_tie(db_url: str) -> None:
         for u in range(12)
         for n in range(30)
     ]
-    url = evaluate.scratch_database(db_url, 3)
+    url = evaluate.scratch_database(empty_db_url, 3)
     with psycopg.connect(url) as conn:
         before = conn.execute("select name, value from pgrecs.settings order by 1").fetchall()
     tuning = evaluate.tune(
