@@ -1,9 +1,11 @@
-"""The `pgrecs` command line. Exit status: 0 success, 1 pgrecs error, 2 usage error."""
+"""The `pgrecs` command line. Exit status: 0 success, 1 error (pgrecs, database or file), 2 usage
+error, 130 interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +14,7 @@ import psycopg
 
 from pgrecs import embedded
 from pgrecs.config import ENVIRONMENT_HELP
-from pgrecs.errors import ConfigurationError, InvalidParameter, PgrecsError, translate
+from pgrecs.errors import ConfigurationError, InvalidParameter, PgrecsError
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -38,9 +40,6 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from alembic.util import CommandError
-    from sqlalchemy.exc import DBAPIError
-
     from pgrecs import migrate
 
     if args.downgrade and not args.revision:
@@ -49,22 +48,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             "pgrecs table and its data)"
         )
     x = {"dim": str(args.dim), "collab_dim": str(args.collab_dim)}
-    try:
-        if args.downgrade:
-            migrate.downgrade(args.database_url, args.revision, sql=args.sql, **x)
-        else:
-            migrate.upgrade(args.database_url, args.revision or "head", sql=args.sql, **x)
-    except CommandError as exc:
-        print(f"pgrecs: error: {exc}", file=sys.stderr)
-        return 1
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
-    except DBAPIError as exc:  # SQLAlchemy wraps driver errors raised through its engine
-        if isinstance(exc.orig, psycopg.Error):
-            if isinstance(exc.orig, psycopg.OperationalError) and not exc.orig.sqlstate:
-                raise ConfigurationError(f"cannot reach PostgreSQL: {exc.orig}") from exc
-            raise translate(exc.orig) from exc
-        raise
+    if args.downgrade:
+        migrate.downgrade(args.database_url, args.revision, sql=args.sql, **x)
+    else:
+        migrate.upgrade(args.database_url, args.revision or "head", sql=args.sql, **x)
     return 0
 
 
@@ -261,6 +248,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             print(f"pgrecs evaluate: error: --set {item!r}: expected NAME=JSON", file=sys.stderr)
             return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before the long run: a bad --out fails now
+    if not os.access(out, os.W_OK):
+        raise ConfigurationError(f"--out {out}: the folder is not writable")
     embedder = SentenceTransformerEmbedder(args.model)
     url = evaluate.scratch_database(args.scratch_url, embedder.dimension)
     print(f"evaluating in {url} ({len(dataset.items)} items, {len(dataset.ratings)} ratings)")
@@ -282,8 +273,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(report.markdown())
     (out / "report.json").write_text(json_module.dumps(report.as_dict(), indent=2) + "\n")
     evaluate.chart(report.rows, out / "ndcg.png", "pgrecs evaluate: all test users")
@@ -575,11 +564,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except PgrecsError as exc:
-        print(f"pgrecs: error: {exc}", file=sys.stderr)
+    except (PgrecsError, OSError) as exc:
+        print(f"pgrecs: error: {_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _message(exc: BaseException) -> str:
+    """The error's message; only its first line when it quotes psycopg, whose connection errors
+    go on with libpq's advice."""
+    text = str(exc).strip()
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, psycopg.Error):
+        cause = cause.__cause__
+    return text.splitlines()[0] if cause is not None and text else text
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ _BY_SQLSTATE: dict[str, type[PgrecsError]] = {
 def translate(exc: psycopg.Error) -> PgrecsError:
     """The named pgrecs error for a psycopg error, keeping PostgreSQL's message."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.OperationalError) and not sqlstate:
+        return ConfigurationError(f"cannot reach PostgreSQL: {exc}")
     message = exc.diag.message_primary or str(exc)
     if exc.diag.message_detail:
         message = f"{message}: {exc.diag.message_detail}"
@@ -107,6 +109,4 @@ def translated() -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        if isinstance(exc, psycopg.OperationalError) and not getattr(exc, "sqlstate", None):
-            raise ConfigurationError(f"cannot reach PostgreSQL: {exc}") from exc
         raise translate(exc) from exc

@@ -10,11 +10,10 @@ recommended, at K = 10, for all users and for users with fewer than 10 train int
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from psycopg.types.json import Jsonb
 from tqdm import tqdm
 
 from pgrecs.errors import ConfigurationError, ImportFileError, InvalidParameter, translated
+from pgrecs.files import read_rows
 from pgrecs.items import Item, upsert_items
 
 K = 10
@@ -54,14 +54,21 @@ class Split:
     test_items: dict[str, set[str]] = field(default_factory=dict)  # every test item per user
 
 
+MOVIELENS_COLUMNS = {
+    "movies.csv": {"movieId", "title", "genres"},
+    "ratings.csv": {"userId", "movieId", "rating", "timestamp"},
+    "tags.csv": {"userId", "movieId", "tag", "timestamp"},
+}
+
+
 def load_movielens(path: str | Path) -> Dataset:
     """ml-latest-small: item text = title + genres + the users' tags."""
     root = Path(path)
-    for name in ("movies.csv", "ratings.csv", "tags.csv"):
+    for name in MOVIELENS_COLUMNS:
         if not (root / name).is_file():
             raise ImportFileError(str(root / name), None, "missing (expected a MovieLens folder)")
     tags: dict[str, list[str]] = defaultdict(list)
-    for row in _rows(root / "tags.csv"):
+    for _, row in _movielens_rows(root / "tags.csv"):
         tag = row["tag"].strip().lower()
         if tag and tag not in tags[row["movieId"]]:
             tags[row["movieId"]].append(tag)
@@ -72,23 +79,33 @@ def load_movielens(path: str | Path) -> Dataset:
             tags=tuple(g for g in row["genres"].split("|") if g and g != "(no genres listed)")
             + tuple(tags.get(row["movieId"], [])),
         )
-        for row in _rows(root / "movies.csv")
+        for _, row in _movielens_rows(root / "movies.csv")
     ]
-    ratings = [
-        Rating(row["userId"], row["movieId"], float(row["rating"]), float(row["timestamp"]))
-        for row in _rows(root / "ratings.csv")
-    ]
+    ratings = []
+    for line, row in _movielens_rows(root / "ratings.csv"):
+        try:
+            rating, at = float(row["rating"]), float(row["timestamp"])
+        except ValueError as exc:
+            raise ImportFileError(str(root / "ratings.csv"), line, f"bad value: {exc}") from exc
+        ratings.append(Rating(row["userId"], row["movieId"], rating, at))
     return Dataset(items, ratings)
+
+
+def _movielens_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    return read_rows(path, MOVIELENS_COLUMNS[path.name], set())
 
 
 def load_files(items_path: str | Path, interactions_path: str | Path) -> Dataset:
     """The generic form: an items file as `pgrecs import items` reads it, and an interactions
-    CSV with user_id, item_id, occurred_at and an optional weight (the rating; default 1)."""
+    CSV with user_id, item_id, occurred_at and an optional weight (the rating; default 1). An
+    event_type column, as `pgrecs import interactions` reads, is allowed and ignored."""
     from pgrecs.items import read_items_file
 
     items = list(read_items_file(items_path))
     ratings = []
-    for line, row in enumerate(_rows(Path(interactions_path)), start=2):
+    for line, row in read_rows(
+        interactions_path, {"user_id", "item_id", "occurred_at"}, {"weight", "event_type"}
+    ):
         try:
             at = datetime.fromisoformat(row["occurred_at"])
             weight = float(row.get("weight") or 1)
@@ -100,14 +117,9 @@ def load_files(items_path: str | Path, interactions_path: str | Path) -> Dataset
                     (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp(),
                 )
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:
             raise ImportFileError(str(interactions_path), line, f"bad row: {exc}") from exc
     return Dataset(items, ratings)
-
-
-def _rows(path: Path) -> Iterable[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        yield from csv.DictReader(f)
 
 
 def chronological_split(

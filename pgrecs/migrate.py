@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import as_file, files
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy.exc import DBAPIError
+
+from pgrecs.errors import InvalidParameter, translate
 
 
 def alembic_config(url: str | None = None, x: dict[str, str] | None = None) -> Config:
@@ -20,11 +27,29 @@ def alembic_config(url: str | None = None, x: dict[str, str] | None = None) -> C
 
 
 def upgrade(url: str | None = None, revision: str = "head", sql: bool = False, **x: str) -> None:
-    command.upgrade(alembic_config(url, x), revision, sql=sql)
+    with _translated():
+        command.upgrade(alembic_config(url, x), revision, sql=sql)
 
 
 def downgrade(url: str | None = None, revision: str = "base", sql: bool = False, **x: str) -> None:
-    command.downgrade(alembic_config(url, x), revision, sql=sql)
+    with _translated():
+        command.downgrade(alembic_config(url, x), revision, sql=sql)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Alembic's and the driver's errors as pgrecs errors, so that `pgrecs migrate`, `demo`,
+    `evaluate` and `bench` report a bad revision or an unreachable database alike."""
+    try:
+        yield
+    except CommandError as exc:  # an unknown revision, a range offline mode needs, ...
+        raise InvalidParameter(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except DBAPIError as exc:  # SQLAlchemy wraps driver errors raised through its engine
+        if not isinstance(exc.orig, psycopg.Error):
+            raise
+        raise translate(exc.orig) from exc
 
 
 def heads() -> list[str]:

@@ -80,6 +80,25 @@ def test_migrate_against_a_missing_database_is_a_clear_error(admin_url: str) -> 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["migrate", "demo"])
+def test_an_unreachable_server_is_one_line_without_a_traceback(command: str) -> None:
+    """libpq's advice ("Is the server running locally ...?") is cut; `demo` migrates through
+    pgrecs.migrate, which translates the errors for every caller."""
+    url = "postgresql:///nowhere?host=/nonexistent-dir&connect_timeout=2"
+    result = pgrecs(command, url=url, check=False)
+    assert result.returncode == 1
+    error = result.stderr[result.stderr.index("pgrecs: error:") :]
+    assert error.startswith("pgrecs: error: cannot reach PostgreSQL")
+    assert error.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_migrate_to_an_unknown_revision_is_a_clear_error(empty_db_url: str) -> None:
+    result = pgrecs("migrate", "--revision", "9999", url=empty_db_url, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pgrecs: error: ") and "9999" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_migrate_sql_prints_a_script_without_touching_the_database(empty_db_url: str) -> None:
     out = pgrecs("migrate", "--sql", "--dim", "768", url=empty_db_url).stdout
     assert "embedding     public.vector(768)" in out
@@ -226,6 +245,35 @@ def test_evaluate_usage_errors(tmp_path: Path) -> None:
     missing = pgrecs("evaluate", "movielens", str(tmp_path), check=False)
     assert missing.returncode == 1 and "movies.csv: missing" in missing.stderr
     assert "--tune" in pgrecs("evaluate", "--help").stdout
+
+
+def test_evaluate_input_and_output_errors_are_clear(tmp_path: Path) -> None:
+    """Exit status 1 with one line naming the file, before any model or database work."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\na,A\n")
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,occurred_at\nu,a,2026-01-02\n")
+    absent = tmp_path / "absent.csv"
+    movielens = tmp_path / "ml"
+    movielens.mkdir()
+    (movielens / "movies.csv").write_text("movieId,title,genres\n1,Toy Story,Comedy\n")
+    (movielens / "tags.csv").write_text("userId,movieId,tag,timestamp\n")
+    (movielens / "ratings.csv").write_text("user,movie,rating,timestamp\n1,1,4,0\n")
+    cases = [
+        (["--items", str(absent), "--interactions", str(events)], f"{absent}: no such file"),
+        (["--items", str(items), "--interactions", str(absent)], f"{absent}: no such file"),
+        (["movielens", str(movielens)], "ratings.csv, line 1: missing column(s): movieId"),
+        (["--items", str(items), "--interactions", str(events), "--out", str(items)], "exists"),
+    ]
+    for args, message in cases:
+        result = pgrecs("evaluate", *args, "--scratch-url", "host=/nonexistent-dir", check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("pgrecs: error: ") and message in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    (movielens / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,four,0\n")
+    result = pgrecs("evaluate", "movielens", str(movielens), check=False)
+    assert result.returncode == 1
+    assert "ratings.csv, line 2: bad value" in result.stderr
 
 
 def test_train_help_states_the_defaults_train_uses() -> None:
