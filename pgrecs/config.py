@@ -26,6 +26,12 @@ environment variables:
                        configured (default: the user data directory, e.g. ~/.local/share/pgrecs)
   PGRECS_MODEL         sentence-transformers model name or path
                        (default: the bundled all-MiniLM-L6-v2, loaded offline)
+
+exit status:
+  0    success
+  1    error, printed to stderr as `pgrecs: error: ...` (pgrecs, database or file)
+  2    usage error (unknown command or option, malformed or missing argument)
+  130  interrupted (Ctrl-C)
 """
 
 

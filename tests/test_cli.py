@@ -40,6 +40,8 @@ def test_help_lists_commands_and_environment() -> None:
     for word in ("migrate", "import", "embed", "similar", "demo", "PGRECS_DATABASE_URL", "PGHOST"):
         assert word in out
     assert "PGRECS_DATA_DIR" in pgrecs("similar", "--help").stdout
+    for status in ("0    success", "1    error", "2    usage error", "130  interrupted"):
+        assert status in out  # the README promises `pgrecs --help` shows the exit codes
 
 
 def test_usage_errors_exit_2() -> None:
