@@ -149,11 +149,13 @@ def refresh_users(
     chunk_size: int = 1000,
     progress: bool = True,
     items: ItemVectors | None = None,
+    stop: threading.Event | None = None,
 ) -> RefreshReport:
     """Recompute and store the vectors of `user_ids` (default: the stale users, or every user
     with all_users). Users without interactions get NULL vectors. Named users (the streaming
     case: a few at a time) read only their items' vectors; otherwise the catalogue's vectors
-    are read once."""
+    are read once. `stop` is checked between chunks: a stopped run has committed whole chunks
+    and the next one resumes with the users still stale."""
     if chunk_size < 1:
         raise InvalidParameter("chunk_size must be at least 1")
     started = time.perf_counter()
@@ -167,12 +169,16 @@ def refresh_users(
         items = ItemVectors.load(conn)
     half_life = half_life_days(conn)
     bar = tqdm(total=len(targets), unit="user", desc="refreshing", disable=not progress)
+    done = 0
     for start in range(0, len(targets), chunk_size):
+        if stop is not None and stop.is_set():
+            break
         chunk = targets[start : start + chunk_size]
         _refresh_chunk(conn, chunk, items, half_life)
         bar.update(len(chunk))
+        done += len(chunk)
     bar.close()
-    return RefreshReport(len(targets), time.perf_counter() - started)
+    return RefreshReport(done, time.perf_counter() - started)
 
 
 def _refresh_chunk(
@@ -249,7 +255,7 @@ def watch_users(
         if conn is None or conn.closed or conn.broken:
             conn = state["conn"] = open_connection(conninfo, autocommit=True)
         named = None if payloads is None or "" in payloads else sorted(payloads)
-        done = refresh_users(conn, named, progress=False)
+        done = refresh_users(conn, named, progress=False, stop=stop)
         if report is not None and done.users:
             report(done)
 

@@ -277,3 +277,23 @@ def test_an_unbounded_weight_is_refused_before_writing(client: pgrecs.Client) ->
                 [{"user_id": "u", "item_id": "x", "event_type": "view", "weight": weight}]
             )
     assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
+
+
+def test_watch_catch_up_stops_between_chunks(
+    client: pgrecs.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C / SIGTERM during `refresh --watch`'s catch-up stops after the chunk in progress
+    instead of refreshing every stale user first."""
+    client.record_interactions(
+        [{"user_id": f"u{n:04}", "item_id": "x", "event_type": "click"} for n in range(2500)]
+    )
+    stop = threading.Event()
+    refresh_chunk = users._refresh_chunk
+
+    def then_stop(*args: object) -> None:
+        refresh_chunk(*args)  # type: ignore[arg-type]
+        stop.set()  # as the signal handler would, while the first chunk is written
+
+    monkeypatch.setattr(users, "_refresh_chunk", then_stop)
+    users.watch_users(db_url, stop=stop)
+    assert len(users.stale_users(client.conn)) == 1500  # chunks of 1000: one written
