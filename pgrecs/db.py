@@ -58,8 +58,15 @@ def check_database(conn: psycopg.Connection[Any]) -> None:
         raise translate(exc) from exc
     revision = found[0] if found else None
     if revision != SCHEMA_REVISION:
+        where = f'database "{conn.info.dbname}" on {conn.info.host}'  # never the password
+        if revision and revision.isdigit() and int(revision) > int(SCHEMA_REVISION):
+            raise SchemaOutdated(
+                f"the schema of {where} is at revision {revision}, newer than this pgrecs "
+                f"({SCHEMA_REVISION}) knows: upgrade pgrecs itself (pip install --upgrade "
+                "pgrecs), do not migrate the database"
+            )
         state = f"at revision {revision}" if revision else "not migrated"
         raise SchemaOutdated(
-            f"the database schema is {state}, this pgrecs needs {SCHEMA_REVISION}: "
+            f"the schema of {where} is {state}, this pgrecs needs {SCHEMA_REVISION}: "
             "run `pgrecs migrate` (or `alembic upgrade head`)"
         )

@@ -66,6 +66,22 @@ def test_connect_refuses_a_database_at_another_revision(db_url: str) -> None:
         pgrecs.connect(db_url)
 
 
+def test_a_database_ahead_of_pgrecs_asks_for_a_newer_pgrecs(db_url: str) -> None:
+    """Migrating cannot help a database at a newer revision: pgrecs itself is out of date.
+    The message names the database, never the password."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("update pgrecs.alembic_version set version_num = '9999'")
+    with pytest.raises(pgrecs.SchemaOutdated) as caught:
+        pgrecs.connect(make_conninfo(db_url, password="s3cret-pw"))
+    message = str(caught.value)
+    assert "at revision 9999, newer than this pgrecs" in message
+    assert "upgrade pgrecs itself" in message and "run `pgrecs migrate`" not in message
+    assert f'database "{conninfo_to_dict(db_url)["dbname"]}"' in message
+    assert "s3cret-pw" not in message
+
+
 def test_connect_refuses_a_database_without_pgvector(admin_url: str) -> None:
     from tests.conftest import create_database, drop_database
 
