@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from pgrecs import embedded
-from pgrecs.config import ENVIRONMENT_HELP
+from pgrecs.config import ENVIRONMENT_HELP, masked
 from pgrecs.errors import ConfigurationError, InvalidParameter, PgrecsError
 
 
@@ -254,7 +254,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--out {out}: the folder is not writable")
     embedder = SentenceTransformerEmbedder(args.model)
     url = evaluate.scratch_database(args.scratch_url, embedder.dimension)
-    print(f"evaluating in {url} ({len(dataset.items)} items, {len(dataset.ratings)} ratings)")
+    size = f"{len(dataset.items)} items, {len(dataset.ratings)} ratings"
+    print(f"evaluating in {masked(url)} ({size})")
     train = evaluate.default_train(seed=args.seed)
     weighting = args.weighting
     if args.tune:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import platformdirs
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # The libpq variables that mean "the user configured a server": with any of them set, an empty
 # conninfo string lets libpq assemble the connection (https://www.postgresql.org/docs/current/libpq-envars.html).
@@ -56,6 +58,17 @@ def configured_url(url: str | None = None) -> str | None:
     if any(os.environ.get(name) for name in LIBPQ_VARS):
         return ""
     return None
+
+
+def masked(conninfo: str) -> str:
+    """The conninfo for printing: a password in it is replaced by ****."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(not a valid conninfo)"
+    if "password" not in params:
+        return conninfo
+    return make_conninfo("", **{**params, "password": "****"})
 
 
 def model_name() -> str:

@@ -7,6 +7,7 @@ from importlib.resources import as_file, files
 
 from pgrecs import migrate
 from pgrecs.client import connect
+from pgrecs.config import masked
 from pgrecs.db import resolve_url
 from pgrecs.errors import translated
 
@@ -94,7 +95,7 @@ QUERIES = [
 
 def run(url: str | None = None) -> None:
     conninfo = resolve_url(url)
-    print(f"database: {conninfo}")
+    print(f"database: {masked(conninfo)}")
     print("migrating to head ...")
     migrate.upgrade(conninfo)
     data = files("pgrecs") / "data"

@@ -94,6 +94,14 @@ def test_an_unreachable_server_is_one_line_without_a_traceback(command: str) -> 
     assert error.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+def test_demo_does_not_print_the_password() -> None:
+    url = "postgresql://alice:s3cret-pw@/nowhere?host=/nonexistent-dir&connect_timeout=2"
+    result = pgrecs("demo", url=url, check=False)
+    assert result.stdout.startswith("database: ") and "password=****" in result.stdout
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert result.returncode == 1
+
+
 def test_migrate_to_an_unknown_revision_is_a_clear_error(empty_db_url: str) -> None:
     result = pgrecs("migrate", "--revision", "9999", url=empty_db_url, check=False)
     assert result.returncode == 1
