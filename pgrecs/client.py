@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from pgrecs import embed, interactions, items, users
 from pgrecs.db import check_database, open_connection
-from pgrecs.errors import translated
+from pgrecs.errors import InvalidParameter, translated
 from pgrecs.queries import query
 
 
@@ -76,7 +76,7 @@ class Client:
     ) -> list[SimilarItem]:
         params = {
             "item_id": item_id,
-            "k": k,
+            "k": _k(k, "pgrecs.similar_items"),
             "categories": _list(categories, "categories"),
             "same_category": same_category,
             "filter": _jsonb(filter),
@@ -96,7 +96,7 @@ class Client:
         """Personal recommendations (pgrecs.recommend); an unknown user gets popular items."""
         params = {
             "user_id": user_id,
-            "k": k,
+            "k": _k(k, "pgrecs.recommend"),
             "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
             "exclude_seen": exclude_seen,
@@ -124,7 +124,7 @@ class Client:
         params = {
             "item_ids": items.string_list(item_ids, "item_ids"),
             "weights": [float(w) for w in weights] if weights is not None else None,
-            "k": k,
+            "k": _k(k, "pgrecs.recommend_for_items"),
             "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
             "negative_item_ids": _list(negative_item_ids, "negative_item_ids"),
@@ -139,7 +139,7 @@ class Client:
         since: timedelta | None = None,
     ) -> list[SimilarItem]:
         params = {
-            "k": k,
+            "k": _k(k, "pgrecs.popular_items"),
             "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
             "since": since,
@@ -231,6 +231,17 @@ class Client:
 
 def _list(values: Sequence[str] | None, name: str) -> list[str] | None:
     return items.string_list(values, name) if values is not None else None
+
+
+def _k(k: int, caller: str) -> int:
+    """k checked before the call, with the SQL functions' message: psycopg would send a bool
+    or a float as another type, and the call would fail to find the function."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+        raise InvalidParameter(
+            f"{caller}: k must be between 1 and 1000, got {k!r}"
+            " (hint: ask for at most 1000 rows per call)"
+        )
+    return k
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:

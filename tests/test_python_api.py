@@ -351,6 +351,25 @@ def test_similar_items_typed_rows_and_named_errors(client: pgrecs.Client) -> Non
         client.similar_items("new")
 
 
+@pytest.mark.parametrize("k", [0, 1001, True, 2.5, "5", None])
+def test_k_is_checked_in_python_with_the_sql_message(client: pgrecs.Client, k: object) -> None:
+    client.upsert_items([{"item_id": "a", "title": "apple"}])
+    client.embed_pending(HashEmbedder(3), progress=False)
+    calls = {
+        "similar_items": lambda: client.similar_items("a", k=k),  # type: ignore[arg-type]
+        "recommend": lambda: client.recommend("u", k=k),  # type: ignore[arg-type]
+        "recommend_for_items": lambda: client.recommend_for_items(["a"], k=k),  # type: ignore[arg-type]
+        "popular_items": lambda: client.popular_items(k=k),  # type: ignore[arg-type]
+    }
+    for name, call in calls.items():
+        with pytest.raises(pgrecs.InvalidParameter) as caught:
+            call()
+        assert str(caught.value) == (
+            f"pgrecs.{name}: k must be between 1 and 1000, got {k!r}"
+            " (hint: ask for at most 1000 rows per call)"
+        )
+
+
 def test_privileges_per_role(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
