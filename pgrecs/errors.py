@@ -60,7 +60,7 @@ class ImportFileError(PgrecsError):
 
 
 class IntegrityError(PgrecsError):
-    """A write broke a constraint (unknown item or event type, duplicate, NULL id)."""
+    """A write broke a constraint (unknown event type, duplicate, NULL id)."""
 
 
 class PermissionDenied(PgrecsError):
@@ -99,6 +99,8 @@ def translate(exc: psycopg.Error) -> PgrecsError:
         message = f"{message} (hint: {exc.diag.message_hint})"
     if sqlstate == "22000" and "dimensions" in message:
         return DimensionMismatch(message)
+    if sqlstate == "23503" and exc.diag.constraint_name == "interactions_item_id_fkey":
+        return UnknownItem(message)  # as pgrecs.record_interaction reports it
     cls = _BY_SQLSTATE.get(sqlstate, DatabaseError)
     return cls(message)
 

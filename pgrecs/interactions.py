@@ -77,7 +77,8 @@ def _weight(value: Any) -> float | None:
 def record_interactions(
     conn: psycopg.Connection[Any], events: Iterable[Interaction | Mapping[str, Any]]
 ) -> int:
-    """Append events in one transaction. Unknown items or event types fail the whole batch."""
+    """Append events in one transaction. An unknown item (UnknownItem) or event type
+    (IntegrityError) fails the whole batch."""
     rows = [e if isinstance(e, Interaction) else Interaction.from_row(e) for e in events]
     params = [
         {

@@ -230,13 +230,17 @@ def test_a_single_string_is_refused_where_a_list_is_expected(client: pgrecs.Clie
 
 def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Client) -> None:
     client.upsert_items([{"item_id": "a"}])
-    with pytest.raises(pgrecs.IntegrityError, match="not present"):
+    with pytest.raises(pgrecs.UnknownItem, match=r"Key \(item_id\)=\(nope\) is not present"):
         client.record_interactions(
             [
                 {"user_id": "u", "item_id": "a", "event_type": "click"},
                 {"user_id": "u", "item_id": "nope", "event_type": "click"},
             ]
         )
+    with pytest.raises(pgrecs.UnknownItem, match="unknown item 'nope'"):
+        client.record_interaction("u", "nope", "click")  # the same error one at a time
+    with pytest.raises(pgrecs.IntegrityError, match=r"\(event_type\)=\(teleport\)"):
+        client.record_interactions([{"user_id": "u", "item_id": "a", "event_type": "teleport"}])
     with pytest.raises(pgrecs.InvalidParameter, match="weight must be a number between"):
         client.record_interactions(
             [{"user_id": "u", "item_id": "a", "event_type": "click", "weight": "nan"}]
