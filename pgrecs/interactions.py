@@ -13,6 +13,7 @@ import psycopg
 
 from pgrecs.errors import ImportFileError, InvalidParameter, translated
 from pgrecs.files import read_rows
+from pgrecs.items import id_text
 from pgrecs.queries import query
 
 MAX_WEIGHT = 1e6  # the table's check constraint
@@ -32,14 +33,10 @@ class Interaction:
         unknown = set(row) - INTERACTION_COLUMNS
         if unknown:
             raise InvalidParameter(f"unknown interaction field(s): {', '.join(sorted(unknown))}")
-        values = {}
-        for key in ("user_id", "item_id", "event_type"):
-            value = row.get(key)
-            if value is None or str(value).strip() == "" or isinstance(value, bool):
-                raise InvalidParameter(f"{key} is required")
-            values[key] = str(value)
         return cls(
-            **values,
+            user_id=id_text(row.get("user_id"), "user_id"),
+            item_id=id_text(row.get("item_id"), "item_id"),
+            event_type=id_text(row.get("event_type"), "event_type"),
             occurred_at=_timestamp(row.get("occurred_at")),
             weight=_weight(row.get("weight")),
         )

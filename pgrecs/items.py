@@ -36,11 +36,8 @@ class Item:
         unknown = set(row) - ITEM_COLUMNS
         if unknown:
             raise InvalidParameter(f"unknown item field(s): {', '.join(sorted(unknown))}")
-        item_id = row.get("item_id")
-        if not isinstance(item_id, str | int) or isinstance(item_id, bool) or str(item_id) == "":
-            raise InvalidParameter("item_id is required (a non-empty string)")
         return cls(
-            item_id=str(item_id),
+            item_id=id_text(row.get("item_id"), "item_id"),
             title=_text(row, "title"),
             description=_text(row, "description"),
             category=_text(row, "category") or None,
@@ -68,6 +65,19 @@ class Item:
 
     def content_hash(self) -> str:
         return hashlib.sha256(self.text().encode()).hexdigest()
+
+
+def id_text(value: Any, key: str) -> str:
+    """An id from a loose row (a file, a caller's dict): a non-empty string, or an int taken as
+    its text. Anything else (a float, a dict) is refused rather than passed through str()."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidParameter(f"{key} is required (a non-empty string)")
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise InvalidParameter(f"{key} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if "\x00" in text:
+        raise InvalidParameter(f"{key} contains a NUL character")
+    return text
 
 
 def _text(row: Mapping[str, Any], key: str) -> str:

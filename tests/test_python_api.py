@@ -248,6 +248,31 @@ def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Cli
     assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("user_id", {"id": 1}, "user_id must be a string, got dict"),
+        ("item_id", 1.0, "item_id must be a string, got float"),
+        ("user_id", True, "user_id must be a string, got bool"),
+        ("user_id", "u\x00", "user_id contains a NUL character"),
+        ("event_type", "click\x00", "event_type contains a NUL character"),
+        ("user_id", " ", "user_id is required"),
+    ],
+)
+def test_interaction_ids_are_checked_like_item_ids(
+    client: pgrecs.Client, field: str, value: object, message: str
+) -> None:
+    """No str() of whatever was given: a dict or a float is refused, not stored as its repr."""
+    client.upsert_items([{"item_id": "1"}])
+    event = {"user_id": "u", "item_id": "1", "event_type": "click", field: value}
+    with pytest.raises(pgrecs.InvalidParameter, match=message):
+        client.record_interactions([event])
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
+    client.record_interactions([{"user_id": 7, "item_id": 1, "event_type": "click"}])  # ints
+    with pytest.raises(pgrecs.InvalidParameter, match="item_id contains a NUL character"):
+        client.upsert_items([{"item_id": "a\x00b"}])
+
+
 # -- embedding ------------------------------------------------------------------------------------
 
 
