@@ -22,7 +22,9 @@ def read_rows(
         raise ImportFileError(name, None, "no such file")
     suffix = path.suffix.lower()
     known = required | optional
-    with path.open(newline="", encoding="utf-8") as handle:
+    reader: csv.DictReader[str] | None = None
+    # utf-8-sig: Excel writes a byte order mark, which would otherwise stick to the first column.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         try:
             if suffix == ".csv":
                 reader = csv.DictReader(handle, strict=True)
@@ -39,9 +41,11 @@ def read_rows(
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line)
+                        row = json.loads(line, parse_constant=_no_constant)
                     except json.JSONDecodeError as exc:
                         raise ImportFileError(name, number, f"not valid JSON ({exc.msg})") from exc
+                    except ValueError as exc:
+                        raise ImportFileError(name, number, f"not valid JSON ({exc})") from exc
                     if not isinstance(row, dict):
                         raise ImportFileError(name, number, "each line must be a JSON object")
                     _check_columns(name, number, set(row), required, known)
@@ -53,7 +57,14 @@ def read_rows(
         except UnicodeDecodeError as exc:
             raise ImportFileError(name, None, f"not UTF-8 text ({exc.reason})") from exc
         except csv.Error as exc:
-            raise ImportFileError(name, None, f"malformed CSV ({exc})") from exc
+            # the underlying reader's count includes the line it failed on (DictReader's lags)
+            at = reader.reader.line_num if reader is not None else None
+            raise ImportFileError(name, at, f"malformed CSV ({exc})") from exc
+
+
+def _no_constant(name: str) -> Any:
+    """json's parse_constant: NaN, Infinity and -Infinity are not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _check_columns(

@@ -136,6 +136,15 @@ def test_import_csv_and_jsonl_give_the_same_items(client: pgrecs.Client, tmp_pat
     assert client.import_items(jsonl) == 0  # unchanged: no row touched
 
 
+def test_a_csv_saved_by_excel_with_a_byte_order_mark(client: pgrecs.Client, tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_bytes("item_id,title\nb1,Café\n".encode("utf-8-sig"))
+    assert client.import_items(path) == 1
+    assert client.conn.execute("select item_id, title from pgrecs.items").fetchall() == [
+        ("b1", "Café")
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -163,6 +172,13 @@ def test_import_csv_and_jsonl_give_the_same_items(client: pgrecs.Client, tmp_pat
         ),
         ("types.jsonl", '{"item_id": "a", "title": ["list"]}\n', "line 1: title must be text"),
         ("items.txt", "item_id\na\n", "unknown file type"),
+        ("quote.csv", 'item_id,title\na,A\nb,"x"y\n', "line 3: malformed CSV"),
+        (
+            "nan.jsonl",
+            '{"item_id": "a"}\n{"item_id": "b", "attributes": {"w": NaN}}\n',
+            "line 2: not valid JSON (NaN is not a JSON value)",
+        ),
+        ("inf.jsonl", '{"item_id": "a", "attributes": {"w": -Infinity}}\n', "line 1: not valid"),
     ],
 )
 def test_bad_import_files_name_the_line_and_write_nothing(
