@@ -129,6 +129,22 @@ def test_downgrade_without_a_revision_is_a_usage_error(db_url: str) -> None:
     assert "required with --downgrade" in " ".join(pgrecs("migrate", "--help").stdout.split())
 
 
+def test_operations_doc_describes_the_current_head() -> None:
+    """docs/operations.md names the head this pgrecs needs, and its offline downgrade example
+    works for a database at head."""
+    import re
+
+    from pgrecs.db import SCHEMA_REVISION
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    assert f"the revision this pgrecs was built for, `{SCHEMA_REVISION}`" in text
+    assert f"head `{SCHEMA_REVISION}`" in text
+    example = re.search(r"`pgrecs migrate --downgrade --sql --revision (\S+)`", text)
+    assert example is not None and example[1].startswith(f"{SCHEMA_REVISION}:")
+    script = pgrecs("migrate", "--downgrade", "--sql", "--revision", example[1]).stdout
+    assert f"WHERE pgrecs.alembic_version.version_num = '{SCHEMA_REVISION}'" in script
+
+
 def test_embedded_server_lifecycle(tmp_path: Path) -> None:
     started = pgrecs("db", "start", data_dir=tmp_path).stdout.strip()
     try:
