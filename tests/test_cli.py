@@ -145,6 +145,28 @@ def test_operations_doc_describes_the_current_head() -> None:
     assert f"WHERE pgrecs.alembic_version.version_num = '{SCHEMA_REVISION}'" in script
 
 
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        ("", "pip install --quiet torch==2.13.0"),
+        ("https://x.test/cpu", "pip install --quiet --index-url https://x.test/cpu torch==2.13.0"),
+    ],
+)
+def test_makefile_torch_index(tmp_path: Path, index: str, expected: str) -> None:
+    """TORCH_INDEX (empty by default) is passed to pip as --index-url for the torch step."""
+    venv = tmp_path / "venv"
+    result = subprocess.run(
+        ["make", "-n", f"VENV={venv}", f"TORCH_INDEX={index}", f"{venv}/bin/activate"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    commands = " ".join(result.stdout.split())
+    assert expected in commands
+    assert ("--index-url" in commands) == bool(index)
+
+
 def test_embedded_server_lifecycle(tmp_path: Path) -> None:
     started = pgrecs("db", "start", data_dir=tmp_path).stdout.strip()
     try:
