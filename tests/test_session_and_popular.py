@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -230,6 +231,37 @@ def test_popularity_counters_under_concurrent_writers(fan: psycopg.Connection, d
         "select item_id, interaction_count, score from pgrecs.item_popularity order by item_id"
     ).fetchall() == [("a0", 100, 100.0), ("a20", 100, 100.0), ("a40", 100, 100.0)]
     assert_counters_match_the_log(fan)
+
+
+def test_a_since_window_reads_only_its_part_of_the_log(conn: psycopg.Connection) -> None:
+    """A log written in time order: the window is found through the BRIN index on occurred_at,
+    not by reading every interaction."""
+    insert_items(conn, [(f"i{n}", unit(n % 180)) for n in range(3000)])
+    with conn.cursor().copy(
+        "copy pgrecs.interactions (user_id, item_id, event_type, occurred_at) from stdin"
+    ) as copy:
+        now = datetime.now(UTC)
+        for n in range(60000):  # one every 30 s, ending now
+            when = now - timedelta(seconds=30 * (60000 - n))
+            copy.write_row((f"u{n % 500}", f"i{(n * 7) % 3000}", "click", when))
+    conn.execute("analyze pgrecs.interactions")
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("load 'auto_explain'")
+    conn.execute("set auto_explain.log_min_duration = 0")
+    conn.execute("set auto_explain.log_nested_statements = on")
+    conn.execute("set auto_explain.log_level = notice")
+    rows = conn.execute("select * from pgrecs.popular_items(k => 3, since => '1 hour')").fetchall()
+    conn.execute("reset auto_explain.log_min_duration")
+    plans = "\n".join(notices)
+    assert "interactions_occurred_at" in plans, plans
+    assert "Seq Scan on interactions" not in plans, plans
+    live = conn.execute("""
+        select x.item_id, count(*)::float8 from pgrecs.interactions as x
+        where x.occurred_at >= now() - interval '1 hour'
+        group by x.item_id order by 2 desc, 1 limit 3
+    """).fetchall()
+    assert rows == live
 
 
 @pytest.mark.parametrize(
