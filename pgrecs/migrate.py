@@ -16,6 +16,11 @@ from sqlalchemy.exc import DBAPIError
 from pgrecs.errors import InvalidParameter, translate
 
 
+class MigrationRefused(InvalidParameter, CommandError):
+    """Alembic refused the migration (an unknown revision, an option out of range, a range that
+    offline mode needs). Still a CommandError, for callers that catch Alembic's own."""
+
+
 def alembic_config(url: str | None = None, x: dict[str, str] | None = None) -> Config:
     options = dict(x or {})
     if url is not None:
@@ -42,8 +47,8 @@ def _translated() -> Iterator[None]:
     `evaluate` and `bench` report a bad revision or an unreachable database alike."""
     try:
         yield
-    except CommandError as exc:  # an unknown revision, a range offline mode needs, ...
-        raise InvalidParameter(str(exc)) from exc
+    except CommandError as exc:
+        raise MigrationRefused(str(exc)) from exc
     except psycopg.Error as exc:
         raise translate(exc) from exc
     except DBAPIError as exc:  # SQLAlchemy wraps driver errors raised through its engine
