@@ -123,7 +123,7 @@ class Client:
         """Recommendations for an anonymous session from the items in it."""
         params = {
             "item_ids": items.string_list(item_ids, "item_ids"),
-            "weights": [float(w) for w in weights] if weights is not None else None,
+            "weights": _weights(weights),
             "k": _k(k, "pgrecs.recommend_for_items"),
             "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
@@ -260,3 +260,13 @@ def connect(url: str | None = None, *, check: bool = True) -> Client:
             conn.close()
             raise
     return Client(conn)
+
+
+def _weights(weights: Sequence[float] | None) -> list[float] | None:
+    """recommend_for_items' weights as floats; a string is refused (it is not a list of
+    numbers: "12" would mean [1.0, 2.0])."""
+    if weights is None:
+        return None
+    if isinstance(weights, str | bytes):
+        raise InvalidParameter(f"weights must be a list of numbers, not a string: {weights!r}")
+    return [float(w) for w in weights]

@@ -16,7 +16,8 @@ from pgrecs.files import read_rows
 from pgrecs.items import id_text
 from pgrecs.queries import query
 
-MAX_WEIGHT = 1e6  # the table's check constraint
+MAX_WEIGHT = 1e6  # the table's check constraint: 0, or MIN_WEIGHT..MAX_WEIGHT in magnitude
+MIN_WEIGHT = 1e-6
 INTERACTION_COLUMNS = {"user_id", "item_id", "event_type", "occurred_at", "weight"}
 
 
@@ -64,9 +65,10 @@ def _weight(value: Any) -> float | None:
         weight = float(value)
     except (TypeError, ValueError) as exc:
         raise InvalidParameter(f"weight {value!r} is not a number") from exc
-    if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT:
+    if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT or 0 < abs(weight) < MIN_WEIGHT:
         raise InvalidParameter(
-            f"weight must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {value!r}"
+            f"weight must be 0 or between {MIN_WEIGHT:g} and {MAX_WEIGHT:g} in magnitude"
+            f" (negative for negative feedback), got {value!r}"
         )
     return weight
 

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+import pgrecs
 from pgrecs import migrate
 from pgrecs.db import SCHEMA_REVISION
 from tests.conftest import ROOT, create_database, drop_database
@@ -119,11 +120,9 @@ def test_dimension_comes_from_configuration(empty_db_url: str) -> None:
 
 
 def test_bad_dimension_is_refused(empty_db_url: str) -> None:
-    from alembic.util import CommandError
-
-    with pytest.raises(CommandError, match="-x dim=0: must be between 1 and 2000"):
+    with pytest.raises(pgrecs.InvalidParameter, match="-x dim=0: must be between 1 and 2000"):
         migrate.upgrade(empty_db_url, dim="0")
-    with pytest.raises(CommandError, match="-x dim=4096"):
+    with pytest.raises(pgrecs.InvalidParameter, match="-x dim=4096"):
         migrate.upgrade(empty_db_url, dim="4096")
     assert pgrecs_objects(empty_db_url)["tables"] <= {"alembic_version"}
 

@@ -240,6 +240,8 @@ def test_a_single_string_is_refused_where_a_list_is_expected(client: pgrecs.Clie
     for call in calls:
         with pytest.raises(pgrecs.InvalidParameter, match="must be a list, not a single string"):
             call()  # type: ignore[no-untyped-call]
+    with pytest.raises(pgrecs.InvalidParameter, match="weights must be a list of numbers"):
+        client.recommend_for_items(["sku-1", "s"], weights="12")  # type: ignore[arg-type]
     assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (6,)
     assert client.conn.execute("select count(*) from pgrecs.users").fetchone() == (0,)
 
@@ -257,7 +259,7 @@ def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Cli
         client.record_interaction("u", "nope", "click")  # the same error one at a time
     with pytest.raises(pgrecs.IntegrityError, match=r"\(event_type\)=\(teleport\)"):
         client.record_interactions([{"user_id": "u", "item_id": "a", "event_type": "teleport"}])
-    with pytest.raises(pgrecs.InvalidParameter, match="weight must be a number between"):
+    with pytest.raises(pgrecs.InvalidParameter, match="weight must be 0 or between 1e-06 and 1e"):
         client.record_interactions(
             [{"user_id": "u", "item_id": "a", "event_type": "click", "weight": "nan"}]
         )

@@ -271,8 +271,10 @@ def test_streaming_refresh_equals_batch(client: pgrecs.Client, db_url: str) -> N
 
 
 def test_an_unbounded_weight_is_refused_before_writing(client: pgrecs.Client) -> None:
-    for weight in (1e300, float("inf"), "nan"):
-        with pytest.raises(pgrecs.InvalidParameter, match="weight must be a number between"):
+    for weight in (1e300, float("inf"), "nan", 1e-7, -1e-50):
+        with pytest.raises(
+            pgrecs.InvalidParameter, match="weight must be 0 or between 1e-06 and 1e"
+        ):
             client.record_interactions(
                 [{"user_id": "u", "item_id": "x", "event_type": "view", "weight": weight}]
             )
