@@ -157,3 +157,17 @@ def insert_items(conn: psycopg.Connection, rows: Sequence[tuple]) -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def function_plans(conn: psycopg.Connection, call: str) -> str:
+    """The plans of every statement `call` runs inside the functions (auto_explain, as
+    notices)."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("load 'auto_explain'")
+    conn.execute("set auto_explain.log_min_duration = 0")
+    conn.execute("set auto_explain.log_nested_statements = on")
+    conn.execute("set auto_explain.log_level = notice")
+    conn.execute(call).fetchall()
+    conn.execute("reset auto_explain.log_min_duration")
+    return "\n".join(notices)

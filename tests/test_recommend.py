@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from tests.conftest import insert_items
+from tests.conftest import function_plans, insert_items
 
 AXES = {"a": (1.0, 0.0, 0.0), "b": (0.0, 1.0, 0.0), "c": (0.0, 0.0, 1.0)}
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -422,20 +422,6 @@ def test_weights_must_be_finite_and_bounded(shop: psycopg.Connection) -> None:
         shop.execute("update pgrecs.event_types set weight = 1e300 where event_type = 'view'")
 
 
-def _plans(conn: psycopg.Connection, call: str) -> str:
-    """The plans of every statement `call` runs inside the functions (auto_explain, as
-    notices)."""
-    notices: list[str] = []
-    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-    conn.execute("load 'auto_explain'")
-    conn.execute("set auto_explain.log_min_duration = 0")
-    conn.execute("set auto_explain.log_nested_statements = on")
-    conn.execute("set auto_explain.log_level = notice")
-    conn.execute(call).fetchall()
-    conn.execute("reset auto_explain.log_min_duration")
-    return "\n".join(notices)
-
-
 def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
     conn: psycopg.Connection,
 ) -> None:
@@ -456,11 +442,13 @@ def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
     conn.execute("update pgrecs.settings set value = '1' where name = 'warm_threshold'")
     conn.execute("analyze pgrecs.items")
     record(conn, "u1", "i5", "click")
-    plans = _plans(conn, "select * from pgrecs.recommend('u1', k => 10)")
+    plans = function_plans(conn, "select * from pgrecs.recommend('u1', k => 10)")
     assert "Index Scan using items_embedding_hnsw" in plans
     assert "Index Scan using items_collab_embedding_hnsw" in plans
     # 30 eligible items: the deliberate exact path, no HNSW walk
-    plans = _plans(conn, "select * from pgrecs.recommend('u1', k => 10, categories => '{rare}')")
+    plans = function_plans(
+        conn, "select * from pgrecs.recommend('u1', k => 10, categories => '{rare}')"
+    )
     assert "using items_embedding_hnsw" not in plans and "items_collab" not in plans
     assert "Sort" in plans
 

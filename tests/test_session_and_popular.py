@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.conftest import insert_items
+from tests.conftest import function_plans, insert_items
 
 
 def ids(conn: psycopg.Connection, call: str) -> list[str]:
@@ -245,15 +245,9 @@ def test_a_since_window_reads_only_its_part_of_the_log(conn: psycopg.Connection)
             when = now - timedelta(seconds=30 * (60000 - n))
             copy.write_row((f"u{n % 500}", f"i{(n * 7) % 3000}", "click", when))
     conn.execute("analyze pgrecs.interactions")
-    notices: list[str] = []
-    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-    conn.execute("load 'auto_explain'")
-    conn.execute("set auto_explain.log_min_duration = 0")
-    conn.execute("set auto_explain.log_nested_statements = on")
-    conn.execute("set auto_explain.log_level = notice")
-    rows = conn.execute("select * from pgrecs.popular_items(k => 3, since => '1 hour')").fetchall()
-    conn.execute("reset auto_explain.log_min_duration")
-    plans = "\n".join(notices)
+    call = "select * from pgrecs.popular_items(k => 3, since => '1 hour')"
+    plans = function_plans(conn, call)
+    rows = conn.execute(call).fetchall()
     assert "interactions_occurred_at" in plans, plans
     assert "Seq Scan on interactions" not in plans, plans
     live = conn.execute("""
