@@ -449,6 +449,12 @@ def test_privileges_per_role(db_url: str) -> None:
                     conn.execute("insert into pgrecs.items (item_id) values ('c')")
                     # u has seen every embedded item: nothing left to recommend
                     assert conn.execute("select * from pgrecs.recommend('u')").fetchall() == []
+                    # the popularity triggers run with the writer's rights, deletes included
+                    conn.execute("delete from pgrecs.interactions where item_id = 'b'")
+                    assert conn.execute(
+                        "select item_id, interaction_count from pgrecs.item_popularity"
+                        " where interaction_count > 0"
+                    ).fetchall() == [("a", 1)]
                 assert conn.execute(
                     "select item_id, source from pgrecs.recommend('nobody', k => 1)"
                 ).fetchall() == [("a", "popular")]
