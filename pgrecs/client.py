@@ -233,6 +233,16 @@ def _list(values: Sequence[str] | None, name: str) -> list[str] | None:
     return items.string_list(values, name) if values is not None else None
 
 
+def _weights(weights: Sequence[float] | None) -> list[float] | None:
+    """recommend_for_items' weights as floats; a string is refused (it is not a list of
+    numbers: "12" would mean [1.0, 2.0])."""
+    if weights is None:
+        return None
+    if isinstance(weights, str | bytes):
+        raise InvalidParameter(f"weights must be a list of numbers, not a string: {weights!r}")
+    return [float(w) for w in weights]
+
+
 def _k(k: int, caller: str) -> int:
     """k checked before the call, with the SQL functions' message: psycopg would send a bool
     or a float as another type, and the call would fail to find the function."""
@@ -260,13 +270,3 @@ def connect(url: str | None = None, *, check: bool = True) -> Client:
             conn.close()
             raise
     return Client(conn)
-
-
-def _weights(weights: Sequence[float] | None) -> list[float] | None:
-    """recommend_for_items' weights as floats; a string is refused (it is not a list of
-    numbers: "12" would mean [1.0, 2.0])."""
-    if weights is None:
-        return None
-    if isinstance(weights, str | bytes):
-        raise InvalidParameter(f"weights must be a list of numbers, not a string: {weights!r}")
-    return [float(w) for w in weights]

@@ -3,8 +3,8 @@
 -- The query vector is the weighted sum of the input items' content vectors (weights default to 1)
 -- minus the sum of the negative items' vectors (scores are cosine, so its length does not
 -- matter; the sum is scaled so the largest coefficient is 1). weights pair with item_ids by
--- position: a one-dimensional array indexed from 1, as long as item_ids. Input and negative items are never
--- returned; near-duplicates of an input item or of a better result are dropped.
+-- position: a one-dimensional array indexed from 1, as long as item_ids. Input and negative
+-- items are never returned; near-duplicates of an input item or of a better result are dropped.
 -- Returns min(k, eligible) rows, best first.
 create or replace function pgrecs.recommend_for_items(
     item_ids text[],
@@ -72,9 +72,11 @@ begin
     -- Weighted sum, dimension by dimension (input lists are short), scaled so the largest
     -- coefficient is 1 (cosine ignores the length; huge or tiny weights then neither overflow
     -- nor underflow single precision); sums below 1e-30 are 0.
-    v_scale := coalesce(nullif(greatest(
-        coalesce((select max(abs(w)) from unnest(weights) as w), 1),
-        case when cardinality(negative_item_ids) > 0 then 1 else 0 end), 0), 1);
+    v_scale := greatest(coalesce((select max(abs(w)) from unnest(weights) as w), 1),
+                        case when cardinality(negative_item_ids) > 0 then 1 else 0 end);
+    if v_scale = 0 then  -- every weight 0 and no negative item: the sum is zero anyway
+        v_scale := 1;
+    end if;
     select array_agg(s.value order by s.dim)::public.vector into v_query
     from (
         select u.dim,
@@ -83,7 +85,6 @@ begin
         from (
             select p.id, coalesce(p.weight, 1) / v_scale as weight
             from unnest(item_ids, weights) as p(id, weight)
-            where p.id is not null
             union all
             select n.id, -1 / v_scale from unnest(negative_item_ids) as n(id)
         ) as w
