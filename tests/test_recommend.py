@@ -420,6 +420,8 @@ def test_weights_must_be_finite_and_bounded(shop: psycopg.Connection) -> None:
         )
     with pytest.raises(psycopg.errors.CheckViolation):
         shop.execute("update pgrecs.event_types set weight = 1e300 where event_type = 'view'")
+    with pytest.raises(psycopg.errors.CheckViolation, match="event_types_weight_check"):
+        shop.execute("update pgrecs.event_types set weight = 1e-9 where event_type = 'view'")
 
 
 def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
