@@ -16,6 +16,7 @@ chunk, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
 from scipy import sparse
 from tqdm import tqdm
 
@@ -127,11 +130,54 @@ def weighted_means(
         return np.where(norms > 1e-9, sums / norms, np.nan).astype(np.float32)
 
 
-def half_life_days(conn: psycopg.Connection[Any]) -> float | None:
+def _setting(conn: psycopg.Connection[Any], name: str) -> Any:
     with translated():
-        row = conn.execute(query("setting"), {"name": "half_life_days"}).fetchone()
-    value = row[0] if row else None
+        row = conn.execute(query("setting"), {"name": name}).fetchone()
+    return row[0] if row else None
+
+
+def half_life_days(conn: psycopg.Connection[Any]) -> float | None:
+    value = _setting(conn, "half_life_days")
     return float(value) if isinstance(value, int | float) else None
+
+
+def because_of_history(conn: psycopg.Connection[Any]) -> int | None:
+    """settings.because_of_history as recommend reads it (missing: 100); None when it is not a
+    whole number (nothing is stored then, and recommend reads the history itself)."""
+    value = _setting(conn, "because_of_history")
+    if value is None:
+        return 100
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if -(2**31) <= value < 2**31 else None
+
+
+def because_of_lists(
+    user_rows: np.ndarray,
+    weights: np.ndarray,
+    times: np.ndarray,
+    interaction_ids: np.ndarray,
+    n: int,
+    limit: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user (row 0..n-1) their `limit` heaviest positive interactions (all of them when
+    limit <= 0 or they have no more); ties at the cut: the more recent, then the later recorded
+    (the rule recommend applies to the live history). Returns the positions of the chosen
+    interactions, user after user (in no particular order within a user: only the choice
+    matters), and where each user's run starts (n + 1 bounds). Only the users with more
+    positive interactions than `limit` are sorted."""
+    chosen = np.flatnonzero(weights > 0)
+    chosen = chosen[np.argsort(user_rows[chosen], kind="stable")]
+    counts = np.bincount(user_rows[chosen], minlength=n)
+    if limit > 0 and (counts > limit).any():
+        long = np.isin(user_rows[chosen], np.flatnonzero(counts > limit))
+        cut = chosen[long]
+        cut = cut[np.lexsort((-interaction_ids[cut], -times[cut], -weights[cut], user_rows[cut]))]
+        first = np.searchsorted(user_rows[cut], user_rows[cut])  # each row's user's first row
+        cut = cut[np.arange(len(cut)) - first < limit]
+        chosen = np.concatenate([chosen[~long], cut])
+        chosen = chosen[np.argsort(user_rows[chosen], kind="stable")]
+    return chosen, np.searchsorted(user_rows[chosen], np.arange(n + 1))
 
 
 def stale_users(conn: psycopg.Connection[Any], *, all_users: bool = False) -> list[str]:
@@ -168,13 +214,14 @@ def refresh_users(
     if items is None and user_ids is None:
         items = ItemVectors.load(conn)
     half_life = half_life_days(conn)
+    limit = because_of_history(conn)
     bar = tqdm(total=len(targets), unit="user", desc="refreshing", disable=not progress)
     done = 0
     for start in range(0, len(targets), chunk_size):
         if stop is not None and stop.is_set():
             break
         chunk = targets[start : start + chunk_size]
-        _refresh_chunk(conn, chunk, items, half_life)
+        _refresh_chunk(conn, chunk, items, half_life, limit)
         bar.update(len(chunk))
         done += len(chunk)
     bar.close()
@@ -186,6 +233,7 @@ def _refresh_chunk(
     chunk: list[str],
     items: ItemVectors | None,
     half_life: float | None,
+    limit: int | None,
 ) -> None:
     position = {user_id: row for row, user_id in enumerate(chunk)}
     n = len(chunk)
@@ -210,6 +258,16 @@ def _refresh_chunk(
         raw = np.concatenate([np.asarray(r[4], np.float64) for r in rows] or [np.zeros(0)])
         times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
         weights = decayed_weights(user_rows, raw, times, half_life)
+        ids = np.concatenate([np.asarray(r[6], np.int64) for r in rows] or [np.zeros(0, np.int64)])
+        because_of = _because_of_arrays(
+            because_of_lists(user_rows, weights, times, ids, n, limit)
+            if limit is not None
+            else None,
+            ids,
+            weights,
+            limit,
+            n,
+        )
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
             weighted_means(
@@ -219,6 +277,8 @@ def _refresh_chunk(
             else None
         )
         with conn.cursor() as cur:
+            cur.adapters.register_dumper(_Int8Array, _Int8ArrayDumper)
+            cur.adapters.register_dumper(_Float8Array, _Float8ArrayDumper)
             cur.executemany(
                 query("save_user_vectors"),
                 [
@@ -228,6 +288,7 @@ def _refresh_chunk(
                         "collab_vector": None if collab is None else _vector(collab[row]),
                         "interaction_count": int(counts[row]),
                         "refreshed_through": last[row],
+                        **because_of[row],
                     }
                     for row, user_id in enumerate(chunk)
                 ],
@@ -264,6 +325,68 @@ def watch_users(
     finally:
         if "conn" in state:
             state["conn"].close()
+
+
+def _because_of_arrays(
+    chosen: tuple[np.ndarray, np.ndarray] | None,
+    interaction_ids: np.ndarray,
+    weights: np.ndarray,
+    limit: int | None,
+    n: int,
+) -> list[dict[str, Any]]:
+    """Per user of the chunk, the stored because_of list as PostgreSQL binary arrays (bigint[]
+    and double precision[]), built for the whole chunk at once: a refresh sends about a hundred
+    values per user, too many to adapt one by one. NULLs when the setting is not a whole
+    number."""
+    if chosen is None:
+        keys = ("because_of_interactions", "because_of_weights", "because_of_history")
+        return [dict.fromkeys(keys)] * n
+    order, starts = chosen
+    columns = []
+    for kind, values in ((_Int8Array, interaction_ids), (_Float8Array, weights)):
+        elements = np.empty(len(order), dtype=[("size", ">i4"), ("value", kind.dtype)])
+        elements["size"] = 8
+        elements["value"] = values[order]
+        data, size = elements.tobytes(), elements.itemsize
+        columns.append(
+            [
+                kind(
+                    struct.pack(">iiiii", 1, 0, kind.element_oid, end - begin, 1)
+                    + data[begin * size : end * size]
+                    if end > begin
+                    else struct.pack(">iii", 0, 0, kind.element_oid)
+                )
+                for begin, end in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
+            ]
+        )
+    return [
+        {"because_of_interactions": ids, "because_of_weights": w, "because_of_history": limit}
+        for ids, w in zip(*columns, strict=True)
+    ]
+
+
+class _Int8Array(bytes):
+    """A bigint[] already in PostgreSQL's binary array format."""
+
+    element_oid, dtype = 20, ">i8"
+
+
+class _Float8Array(bytes):
+    """A double precision[] already in PostgreSQL's binary array format."""
+
+    element_oid, dtype = 701, ">f8"
+
+
+class _Int8ArrayDumper(Dumper):
+    format = pq.Format.BINARY
+    oid = 1016
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
+class _Float8ArrayDumper(_Int8ArrayDumper):
+    oid = 1022
 
 
 def _vector(row: np.ndarray) -> np.ndarray | None:

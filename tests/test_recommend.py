@@ -277,6 +277,85 @@ def test_because_of_compares_with_the_heaviest_interactions_only(
     assert because_of(3) == everything  # the cap covers the whole history
 
 
+def _refresh(conn: psycopg.Connection) -> None:
+    from pgrecs.users import refresh_users
+
+    refresh_users(conn, all_users=True, progress=False)
+
+
+def _mixed_histories(shop: psycopg.Connection) -> list[str]:
+    """Users with mixed event types, negatives, repeats and ties (same item type and time)."""
+    for item, event, days in [
+        ("a1", "click", 60), ("b1", "purchase", 0), ("c1", "view", 1), ("c2", "view", 1),
+        ("c3", "view", 1), ("a2", "dislike", 2), ("b2", "click", 1), ("b1", "view", 5),
+    ]:  # fmt: skip
+        record(shop, "u1", item, event, days)
+    for item in ("a3", "b3", "c4", "a4"):  # four ties: same type, same time
+        record(shop, "u2", item, "click", 3)
+    record(shop, "u3", "c5", "dislike")  # nothing positive: the cold path
+    record(shop, "u4", "b4", "like", 10)
+    return ["u1", "u2", "u3", "u4"]
+
+
+@pytest.mark.parametrize("limit", [2, 3, 100, 0])
+def test_a_refreshed_user_gets_the_answers_of_the_live_history(
+    shop: psycopg.Connection, limit: int
+) -> None:
+    """The refresh stores each user's heaviest positive interactions; recommend reads them
+    instead of the history while the row is current, with the same rows and because_of."""
+    users = _mixed_histories(shop)
+    shop.execute(
+        "update pgrecs.settings set value = %s::text::jsonb where name = 'because_of_history'",
+        (limit,),
+    )
+    calls = [f"'{u}', k => 12" for u in users] + [
+        f"'{u}', k => 5, exclude_seen => false" for u in users
+    ]
+    live = [recommend(shop, call) for call in calls]
+    _refresh(shop)
+    stored = shop.execute(
+        "select user_id, cardinality(because_of_interactions), because_of_history"
+        " from pgrecs.users"
+        " order by 1"
+    ).fetchall()
+    positives = {"u1": 7, "u2": 4, "u3": 0, "u4": 1}
+    assert stored == [
+        (u, positives[u] if limit <= 0 else min(limit, positives[u]), limit) for u in users
+    ]
+    for call, rows in zip(calls, live, strict=True):
+        again = recommend(shop, call)
+        assert [(r[0], r[2], r[3]) for r in again] == [(r[0], r[2], r[3]) for r in rows], call
+        assert [r[1] for r in again] == pytest.approx([r[1] for r in rows], abs=1e-6), call
+
+
+def test_the_stored_list_counts_only_while_the_row_and_the_setting_are_current(
+    shop: psycopg.Connection,
+) -> None:
+    record(shop, "u1", "a1", "purchase")
+    record(shop, "u1", "b1", "click")
+    _refresh(shop)
+
+    def because_of_a() -> set[str | None]:
+        return {r[3] for r in recommend(shop, "'u1', k => 12") if r[0].startswith("a")}
+
+    assert because_of_a() == {"a1"}
+    # a stored list holding only the click on b1 shows that the call reads the stored list
+    shop.execute(
+        "update pgrecs.users set because_of_weights = '{1}', because_of_interactions ="
+        " array(select interaction_id from pgrecs.interactions where item_id = 'b1')"
+        " where user_id = 'u1'"
+    )
+    assert because_of_a() == {"b1"}
+    shop.execute("update pgrecs.settings set value = '50' where name = 'because_of_history'")
+    assert because_of_a() == {"a1"}  # made with another setting: not read
+    shop.execute("update pgrecs.settings set value = '100' where name = 'because_of_history'")
+    assert because_of_a() == {"b1"}
+    record(shop, "u1", "c2", "view")  # the row is no longer current
+    assert because_of_a() == {"a1"}
+    with pytest.raises(psycopg.errors.CheckViolation):
+        shop.execute("update pgrecs.users set because_of_weights = '{1, 2}' where user_id = 'u1'")
+
+
 def test_explain_orders_by_weight_times_similarity(shop: psycopg.Connection) -> None:
     record(shop, "u1", "a1", "click", days_ago=30)  # weight 1 * 0.5
     record(shop, "u1", "a5", "purchase")  # weight 3
@@ -453,6 +532,44 @@ def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
     )
     assert "using items_embedding_hnsw" not in plans and "items_collab" not in plans
     assert "Sort" in plans
+
+
+def test_a_category_with_its_own_partial_index_walks_it_whatever_its_name(
+    conn: psycopg.Connection,
+) -> None:
+    """_rank finds the documented statement's indexes by name first, any other partial HNSW
+    index by its predicate; an index named after a category but built for another is not
+    taken for it."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(3000, 3)).astype(np.float32)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.items (item_id, embedding, category) values (%s, %s, %s)",
+            [(f"i{n}", v, "rare" if n % 20 == 0 else "common") for n, v in enumerate(vectors)],
+        )
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    conn.execute("analyze pgrecs.items")
+    record(conn, "u1", "i1", "click")
+    record(conn, "u1", "i40", "click")  # a rare item: seen, so excluded
+    call = "select * from pgrecs.recommend('u1', k => 10, categories => '{rare}')"
+    user = conn.execute("select pgrecs._user_vector('u1', 'content')").fetchone()[0].to_numpy()
+    rare = [n for n in range(0, 3000, 20) if n != 40]
+    sims = vectors[rare] @ user / np.linalg.norm(vectors[rare], axis=1)
+    exact = [f"i{rare[j]}" for j in np.argsort(-sims)[:10]]
+    named = "items_embedding_hnsw_" + conn.execute("select left(md5('rare'), 12)").fetchone()[0]
+    graph = "(embedding public.vector_cosine_ops)"
+    for name, predicate, walked in [
+        (named, "category = 'rare'", True),
+        ("my_rare_graph", "category = 'rare'", True),
+        (named, "category = 'common'", False),
+    ]:
+        conn.execute(f"create index {name} on pgrecs.items using hnsw {graph} where {predicate}")
+        plans = function_plans(conn, call)
+        assert (f"Index Scan using {name}" in plans) is walked, (name, predicate)
+        # else the exact scan of the 149 eligible items, never a walk of the whole graph
+        assert "using items_embedding_hnsw on" not in plans
+        assert ids(recommend(conn, "'u1', k => 10, categories => '{rare}'")) == exact
+        conn.execute(f"drop index pgrecs.{name}")
 
 
 @pytest.mark.parametrize(("value", "meaning"), [("null", "default"), ("0", "all"), ("-3", "all")])

@@ -299,3 +299,54 @@ def test_watch_catch_up_stops_between_chunks(
     monkeypatch.setattr(users, "_refresh_chunk", then_stop)
     users.watch_users(db_url, stop=stop)
     assert len(users.stale_users(client.conn)) == 1500  # chunks of 1000: one written
+
+
+@pytest.mark.parametrize("limit", [1, 3, 0])
+def test_refresh_stores_the_heaviest_positive_interactions(
+    client: pgrecs.Client, limit: int
+) -> None:
+    """The list recommend reads instead of the history: the same choice as its live path
+    (the heaviest; ties: more recent, then later recorded), the same weights as _history."""
+    client.conn.execute(
+        "update pgrecs.settings set value = %s::text::jsonb where name = 'because_of_history'",
+        (limit,),
+    )
+    rows = [("x", "click", 0), ("y", "click", 0), ("z", "click", 0), ("xy", "purchase", 40)]
+    rows += [("y", "view", 2), ("x", "dislike", 1), ("z", "purchase", 400)]
+    client.record_interactions(
+        [
+            {"user_id": "u", "item_id": i, "event_type": e, "occurred_at": T0 - timedelta(days=d)}
+            for i, e, d in rows
+        ]
+    )
+    client.refresh_users(progress=False)
+    live = client.conn.execute(
+        "select array_agg(interaction_id order by weight desc, occurred_at desc,"
+        " interaction_id desc), array_agg(weight order by weight desc, occurred_at desc,"
+        " interaction_id desc), array_agg(item_id order by weight desc, occurred_at desc,"
+        " interaction_id desc) from pgrecs._history('u') where weight > 0"
+    ).fetchone()
+    row = client.conn.execute(
+        "select because_of_interactions, because_of_weights, because_of_history"
+        " from pgrecs.users where user_id = 'u'"
+    ).fetchone()
+    n = limit if limit > 0 else len(live[0])
+    stored = dict(zip(row[0], row[1], strict=True))  # the choice matters, not the order
+    assert sorted(stored) == sorted(live[0][:n]) and row[2] == limit
+    assert [stored[i] for i in live[0][:n]] == pytest.approx(live[1][:n], rel=1e-12)
+    # the purchase 40 days ago (3 x 0.5 ** (40 / 30)), then three clicks at T0: the later
+    # recorded first (limit 3 cuts between them)
+    assert live[2][:4] == ["xy", "z", "y", "x"]
+
+
+def test_no_list_is_stored_for_a_setting_recommend_cannot_use(client: pgrecs.Client) -> None:
+    client.conn.execute(
+        "update pgrecs.settings set value = '\"many\"' where name = 'because_of_history'"
+    )
+    client.record_interactions([{"user_id": "u", "item_id": "x", "event_type": "click"}])
+    client.refresh_users(progress=False)
+    row = client.conn.execute(
+        "select content_vector is not null, because_of_interactions, because_of_history"
+        " from pgrecs.users where user_id = 'u'"
+    ).fetchone()
+    assert row == (True, None, None)

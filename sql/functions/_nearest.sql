@@ -1,4 +1,5 @@
--- pgrecs._nearest: up to n eligible items nearest to q in one vector space, nearest first.
+-- pgrecs._nearest: up to n eligible items nearest to q in one vector space, nearest first,
+-- with both of their vectors (the caller scores them without reading the rows again).
 --
 -- `space` is 'content' (items.embedding) or 'collaborative' (items.collab_embedding).
 -- Eligible: available, content-embedded, in `categories` (when given), attributes @> `filter`
@@ -22,7 +23,12 @@ create or replace function pgrecs._nearest(
     exact boolean,
     space text
 )
-returns table (item_id text, distance double precision)
+returns table (
+    item_id text,
+    distance double precision,
+    embedding public.vector,
+    collab_embedding public.vector
+)
 language plpgsql
 stable
 security invoker
@@ -41,8 +47,8 @@ begin
             message = format('pgrecs._nearest: unknown vector space %L', space);
     end if;
     v_distance := format('(i.%I operator(public.<=>) $1)', v_column);
-    stmt := 'select i.item_id, ' || v_distance || '::float8 as distance'
-        || ' from pgrecs.items as i where i.available and i.embedding is not null';
+    stmt := 'select i.item_id, ' || v_distance || '::float8 as distance,'
+        || ' i.embedding, i.collab_embedding from pgrecs.items as i where i.available and i.embedding is not null';
     if space = 'collaborative' then
         stmt := stmt || ' and i.collab_embedding is not null';
     end if;

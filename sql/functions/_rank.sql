@@ -54,9 +54,12 @@ declare
     v_rows float8;
     v_partial text[];
     v_partial_rows float4[];
+    v_named oid[];
+    v_pass integer;
     v_got integer;
-    v_content_ids text[];
-    v_collab_ids text[];
+    w_ids text[];
+    w_emb public.vector[];
+    w_collab public.vector[];
     c_ids text[];
     c_rel float8[];
     c_src text[];
@@ -92,22 +95,36 @@ begin
     -- cannot see that, so it is decided here: exact when eligible <= exact_scan_threshold and
     -- eligible^2 <= 10 * (ef_search + skipped) * catalogue size (pg_class.reltuples).
     if categories is not null and cardinality(categories) <= 32 then
-        select coalesce(array_agg(a.attname || ' where '
-                                  || pg_catalog.pg_get_expr(x.indpred, x.indrelid)), '{}'),
-               coalesce(array_agg(ic.reltuples), '{}')
-          into v_partial, v_partial_rows
-        from pg_catalog.pg_index as x
-        join pg_catalog.pg_class as ic on ic.oid = x.indexrelid
-        join pg_catalog.pg_am as am on am.oid = ic.relam
-        join pg_catalog.pg_attribute as a on a.attrelid = x.indrelid and a.attnum = x.indkey[0]
-        where x.indrelid = 'pgrecs.items'::pg_catalog.regclass and am.amname = 'hnsw'
-          and x.indpred is not null and x.indisvalid and x.indisready;
-        v_per_category := cardinality(categories) > 0 and not exists (
-            select from unnest(categories) as g(name)
-            cross join unnest(case when v_w < 1 then array['embedding', 'collab_embedding']
-                                   else array['embedding'] end) as col(name)
-            where not (pg_catalog.format('%s where (category = %L::text)', col.name, g.name)
-                       = any(v_partial)));
+        -- Deparsing the predicates is the costly part: first only the indexes the documented
+        -- DBA statement names after their category, then, when those do not cover the request,
+        -- every partial HNSW index. Either way a predicate counts only as printed below.
+        if v_w >= 1 then
+            v_named := array(
+                select pg_catalog.to_regclass(pg_catalog.format('pgrecs.%I',
+                           'items_embedding_hnsw_' || left(pg_catalog.md5(g.name), 12)))::oid
+                from unnest(categories) as g(name) where g.name is not null);
+        end if;
+        for v_pass in case when v_named is null then 2 else 1 end .. 2 loop
+            select coalesce(array_agg(a.attname || ' where '
+                                      || pg_catalog.pg_get_expr(x.indpred, x.indrelid)), '{}'),
+                   coalesce(array_agg(ic.reltuples), '{}')
+              into v_partial, v_partial_rows
+            from pg_catalog.pg_index as x
+            join pg_catalog.pg_class as ic on ic.oid = x.indexrelid
+            join pg_catalog.pg_am as am on am.oid = ic.relam
+            join pg_catalog.pg_attribute as a
+              on a.attrelid = x.indrelid and a.attnum = x.indkey[0]
+            where x.indrelid = 'pgrecs.items'::pg_catalog.regclass and am.amname = 'hnsw'
+              and x.indpred is not null and x.indisvalid and x.indisready
+              and (v_pass = 2 or x.indexrelid = any(v_named));
+            v_per_category := cardinality(categories) > 0 and not exists (
+                select from unnest(categories) as g(name)
+                cross join unnest(case when v_w < 1 then array['embedding', 'collab_embedding']
+                                       else array['embedding'] end) as col(name)
+                where not (pg_catalog.format('%s where (category = %L::text)', col.name, g.name)
+                           = any(v_partial)));
+            exit when v_per_category;
+        end loop;
         if v_per_category then  -- the eligible share: the partial indexes' sizes
             select sum(p.rows) into v_eligible
             from unnest(v_partial, v_partial_rows) as p(pred, rows)
@@ -150,31 +167,42 @@ begin
 
     loop
         perform set_config('hnsw.ef_search', least(greatest(v_ef, v_n), 1000)::text, true);
+        -- The walks return the candidates' vectors: scoring reads no row again.
         if v_per_category and not v_exact and cardinality(categories) > 1 then
             -- one walk per category (each on its partial index), merged
-            select coalesce(array_agg(c.item_id order by c.distance), '{}') into v_content_ids
-            from (select c.item_id, c.distance
+            select coalesce(array_agg(c.item_id order by c.distance), '{}'),
+                   coalesce(array_agg(c.embedding order by c.distance), '{}'),
+                   coalesce(array_agg(c.collab_embedding order by c.distance), '{}')
+              into w_ids, w_emb, w_collab
+            from (select c.*
                   from unnest(categories) as g(name)
                   cross join lateral pgrecs._nearest(q, v_n, array[g.name], filter, exclude_user,
                                                      exclude_ids, false, 'content') as c
                   order by c.distance limit v_n) as c;
         else
-            select coalesce(array_agg(c.item_id), '{}') into v_content_ids
+            select coalesce(array_agg(c.item_id), '{}'), coalesce(array_agg(c.embedding), '{}'),
+                   coalesce(array_agg(c.collab_embedding), '{}')
+              into w_ids, w_emb, w_collab
             from pgrecs._nearest(q, v_n, categories, filter, exclude_user, exclude_ids, v_exact,
                                  'content') as c;
         end if;
-        v_got := cardinality(v_content_ids);
-        v_collab_ids := '{}';
+        v_got := cardinality(w_ids);
         if v_w < 1 and v_per_category and not v_exact and cardinality(categories) > 1 then
-            select coalesce(array_agg(c.item_id order by c.distance), '{}') into v_collab_ids
-            from (select c.item_id, c.distance
+            select w_ids || coalesce(array_agg(c.item_id order by c.distance), '{}'),
+                   w_emb || coalesce(array_agg(c.embedding order by c.distance), '{}'),
+                   w_collab || coalesce(array_agg(c.collab_embedding order by c.distance), '{}')
+              into w_ids, w_emb, w_collab
+            from (select c.*
                   from unnest(categories) as g(name)
                   cross join lateral pgrecs._nearest(q_collab, v_n, array[g.name], filter,
                                                      exclude_user, exclude_ids, false,
                                                      'collaborative') as c
                   order by c.distance limit v_n) as c;
         elsif v_w < 1 then
-            select coalesce(array_agg(c.item_id), '{}') into v_collab_ids
+            select w_ids || coalesce(array_agg(c.item_id), '{}'),
+                   w_emb || coalesce(array_agg(c.embedding), '{}'),
+                   w_collab || coalesce(array_agg(c.collab_embedding), '{}')
+              into w_ids, w_emb, w_collab
             from pgrecs._nearest(q_collab, v_n, categories, filter, exclude_user, exclude_ids,
                                  v_exact, 'collaborative') as c;
         end if;
@@ -185,23 +213,24 @@ begin
                coalesce(array_agg(s.embedding order by s.rel desc, s.item_id), '{}')
           into c_ids, c_rel, c_src, c_emb
         from (
-            select i.item_id, i.embedding,
+            select c.item_id, c.embedding,
                    v_w * p.sc + (1 - v_w) * p.sf - p.pen as rel,
                    case when v_w >= 1 then 'content'
                         when v_w <= 0 then 'collaborative'
                         when v_w * p.sc >= (1 - v_w) * p.sf then 'content'
                         else 'collaborative' end as src
-            from pgrecs.items as i
+            from (select distinct on (w.item_id) w.*  -- an item both walks found counts once
+                  from unnest(w_ids, w_emb, w_collab) as w(item_id, embedding, collab_embedding)
+                  order by w.item_id) as c
+            -- joined whatever the penalty: a plan that does not depend on it is planned once
+            -- per session, not per call
+            left join pgrecs.item_popularity as ip on ip.item_id = c.item_id
             cross join lateral (
-                select 1 - (i.embedding operator(public.<=>) q) as sc,
-                       coalesce(1 - (i.collab_embedding operator(public.<=>) q_collab),
-                                1 - (i.embedding operator(public.<=>) q)) as sf,
-                       case when v_penalty = 0 then 0
-                            else v_penalty * ln(1 + (select count(*) from pgrecs.interactions as x
-                                                     where x.item_id = i.item_id))
-                       end as pen
+                select 1 - (c.embedding operator(public.<=>) q) as sc,
+                       coalesce(1 - (c.collab_embedding operator(public.<=>) q_collab),
+                                1 - (c.embedding operator(public.<=>) q)) as sf,
+                       v_penalty * ln(1 + coalesce(ip.interaction_count, 0)) as pen
             ) as p
-            where i.item_id = any(v_content_ids || v_collab_ids)
         ) as s;
 
         -- Greedy pick: dedup against anchors and picked rows; MMR when diversity > 0.
