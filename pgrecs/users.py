@@ -8,6 +8,10 @@ Negative weights (dislike) pull the vector away from the item. Measuring age fro
 latest interaction rather than from now() changes nothing after normalization, so a stored
 vector stays exact until the user's interactions change.
 
+Each stored row also lists the user's heaviest positive interactions with their weights (as many
+as settings.because_of_history), so that recommend can name because_of without weighing the
+history again while the row is current.
+
 A stored vector is current when the user's interaction count and newest interaction id equal
 the ones it was computed from; `refresh_users` recomputes the others in chunks (memory grows
 with the chunk and the catalogue's vectors, not with the interaction log) and commits chunk by
