@@ -151,6 +151,8 @@ def because_of_history(conn: psycopg.Connection[Any]) -> int | None:
     value = _setting(conn, "because_of_history")
     if value is None:
         return 100
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON 50.0: recommend's cast reads 50
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value if -(2**31) <= value < 2**31 else None

@@ -339,14 +339,23 @@ def test_refresh_stores_the_heaviest_positive_interactions(
     assert live[2][:4] == ["xy", "z", "y", "x"]
 
 
-def test_no_list_is_stored_for_a_setting_recommend_cannot_use(client: pgrecs.Client) -> None:
+@pytest.mark.parametrize(
+    ("value", "stored"), [('"many"', None), ("2.5", None), ("2.0", 2), ("null", 100)]
+)
+def test_the_list_follows_the_setting_as_recommend_reads_it(
+    client: pgrecs.Client, value: str, stored: int | None
+) -> None:
+    """No list for a value recommend cannot use as a whole number (it reads the history then);
+    JSON null is the default, 100."""
     client.conn.execute(
-        "update pgrecs.settings set value = '\"many\"' where name = 'because_of_history'"
+        "update pgrecs.settings set value = %s::jsonb where name = 'because_of_history'", (value,)
     )
-    client.record_interactions([{"user_id": "u", "item_id": "x", "event_type": "click"}])
+    client.record_interactions(
+        [{"user_id": "u", "item_id": i, "event_type": "click"} for i in ("x", "y", "z")]
+    )
     client.refresh_users(progress=False)
     row = client.conn.execute(
-        "select content_vector is not null, because_of_interactions, because_of_history"
-        " from pgrecs.users where user_id = 'u'"
+        "select content_vector is not null, cardinality(because_of_interactions),"
+        " because_of_history from pgrecs.users where user_id = 'u'"
     ).fetchone()
-    assert row == (True, None, None)
+    assert row == (True, None if stored is None else min(stored, 3), stored)
