@@ -265,15 +265,7 @@ def _refresh_chunk(
         times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
         weights = decayed_weights(user_rows, raw, times, half_life)
         ids = np.concatenate([np.asarray(r[6], np.int64) for r in rows] or [np.zeros(0, np.int64)])
-        because_of = _because_of_arrays(
-            because_of_lists(user_rows, weights, times, ids, n, limit)
-            if limit is not None
-            else None,
-            ids,
-            weights,
-            limit,
-            n,
-        )
+        because_of = _because_of_arrays(user_rows, weights, times, ids, n, limit)
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
             weighted_means(
@@ -334,20 +326,21 @@ def watch_users(
 
 
 def _because_of_arrays(
-    chosen: tuple[np.ndarray, np.ndarray] | None,
-    interaction_ids: np.ndarray,
+    user_rows: np.ndarray,
     weights: np.ndarray,
-    limit: int | None,
+    times: np.ndarray,
+    interaction_ids: np.ndarray,
     n: int,
+    limit: int | None,
 ) -> list[dict[str, Any]]:
-    """Per user of the chunk, the stored because_of list as PostgreSQL binary arrays (bigint[]
-    and double precision[]), built for the whole chunk at once: a refresh sends about a hundred
-    values per user, too many to adapt one by one. NULLs when the setting is not a whole
-    number."""
-    if chosen is None:
+    """Per user of the chunk, the stored because_of list (because_of_lists) as PostgreSQL
+    binary arrays (bigint[] and double precision[]), built for the whole chunk at once: a
+    refresh sends about a hundred values per user, too many to adapt one by one. NULLs when the
+    setting is not a whole number."""
+    if limit is None:
         keys = ("because_of_interactions", "because_of_weights", "because_of_history")
         return [dict.fromkeys(keys)] * n
-    order, starts = chosen
+    order, starts = because_of_lists(user_rows, weights, times, interaction_ids, n, limit)
     columns = []
     for kind, values in ((_Int8Array, interaction_ids), (_Float8Array, weights)):
         elements = np.empty(len(order), dtype=[("size", ">i4"), ("value", kind.dtype)])

@@ -48,7 +48,8 @@ begin
     end if;
     v_distance := format('(i.%I operator(public.<=>) $1)', v_column);
     stmt := 'select i.item_id, ' || v_distance || '::float8 as distance,'
-        || ' i.embedding, i.collab_embedding from pgrecs.items as i where i.available and i.embedding is not null';
+        || ' i.embedding, i.collab_embedding from pgrecs.items as i'
+        || ' where i.available and i.embedding is not null';
     if space = 'collaborative' then
         stmt := stmt || ' and i.collab_embedding is not null';
     end if;

@@ -78,7 +78,6 @@ begin
     -- the argument checks: a setting only fails the path that uses it).
     if v_content is not null and cardinality(v_top_interactions) > 0
        and v_stored_limit = coalesce(pgrecs._setting('because_of_history')::integer, 100) then
-        v_positive := 1;
         -- the row is current: its interactions are all there (same snapshot as the count)
         select array_agg(x.item_id order by h.n), array_agg(x.occurred_at order by h.n)
           into v_top_ids, v_top_at
