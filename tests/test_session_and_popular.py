@@ -250,12 +250,103 @@ def test_a_since_window_reads_only_its_part_of_the_log(conn: psycopg.Connection)
     rows = conn.execute(call).fetchall()
     assert "interactions_occurred_at" in plans, plans
     assert "Seq Scan on interactions" not in plans, plans
+    assert "Seq Scan on items" not in plans, plans  # only the window's items are read
     live = conn.execute("""
         select x.item_id, count(*)::float8 from pgrecs.interactions as x
         where x.occurred_at >= now() - interval '1 hour'
         group by x.item_id order by 2 desc, 1 limit 3
     """).fetchall()
     assert rows == live
+
+
+# popular_items's scores over a window as one statement: the definition the groups must match
+WINDOW_REFERENCE = """
+    select i.item_id, coalesce(p.score, 0)::float8 as score
+    from pgrecs.items as i
+    left join (
+        select x.item_id, sum(coalesce(x.weight, e.weight)) as score
+        from pgrecs.interactions as x
+        join pgrecs.event_types as e on e.event_type = x.event_type
+        where x.occurred_at >= now() - %(since)s::interval
+        group by x.item_id
+    ) as p on p.item_id = i.item_id
+    where i.available
+      and (%(categories)s::text[] is null or i.category = any(%(categories)s::text[]))
+      and (%(filter)s::jsonb is null or i.attributes @> %(filter)s::jsonb)
+      and (%(user)s::text is null or not exists (
+            select from pgrecs.interactions as s
+            where s.user_id = %(user)s::text and s.item_id = i.item_id))
+      and (%(exclude)s::text[] is null or i.item_id <> all(%(exclude)s::text[]))
+    order by score desc, i.item_id
+    limit %(k)s
+"""
+
+
+def test_a_since_window_ranks_positive_untouched_and_negative_items(
+    conn: psycopg.Connection,
+) -> None:
+    """Every group of the window path (positive, zero, negative scores), with filters and
+    exclusions, against the window's scores computed in one statement."""
+    insert_items(
+        conn,
+        [
+            (f"i{n:03d}", unit(n % 180), f"c{n % 4}", f'{{"even": {str(n % 2 == 0).lower()}}}')
+            for n in range(200)
+        ],
+    )
+    conn.execute("update pgrecs.items set available = false where item_id like '%7'")
+    now = datetime.now(UTC)
+    rows: list[tuple[str, str, str, datetime, float | None]] = []
+    for n in range(0, 200, 3):  # a third of the items touched, some long ago
+        age = timedelta(days=2 if n % 2 else 40)
+        event = "dislike" if n % 5 == 0 else ("purchase" if n % 7 == 0 else "click")
+        rows += [(f"u{m}", f"i{n:03d}", event, now - age, None) for m in range(1 + n % 4)]
+    rows += [  # exactly zero in the window: a like and a dislike (2 - 2)
+        ("z1", "i100", "like", now - timedelta(days=1), None),
+        ("z2", "i100", "dislike", now - timedelta(days=1), None),
+        ("z1", "i101", "view", now - timedelta(days=1), 0.25),
+    ]
+    with conn.cursor().copy(
+        "copy pgrecs.interactions (user_id, item_id, event_type, occurred_at, weight) from stdin"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+    cases = [
+        {"k": k, "since": since, "categories": cats, "filter": flt, "user": None, "exclude": None}
+        for k in (1, 5, 60, 200)
+        for since in ("7 days", "100 days")
+        for cats, flt in ((None, None), (["c1"], None), (["c0", "c3"], '{"even": true}'))
+    ]
+    cases += [
+        {
+            "k": 200,
+            "since": "7 days",
+            "categories": None,
+            "filter": None,
+            "user": user,
+            "exclude": exclude,
+        }
+        for user, exclude in (("u1", None), (None, ["i003", "i100", "i105"]), ("z1", ["i000"]))
+    ]
+    scores = set()
+    for case in cases:
+        got = conn.execute(
+            "select * from pgrecs._popular(%(k)s, %(categories)s, %(filter)s::jsonb,"
+            " %(since)s::interval, %(user)s, %(exclude)s)",
+            case,
+        ).fetchall()
+        assert got == conn.execute(WINDOW_REFERENCE, case).fetchall(), case
+        scores |= {math.copysign(1, score) if score else 0 for _, score in got}
+        if case["user"] is None and case["exclude"] is None:
+            assert (
+                got
+                == conn.execute(
+                    "select * from pgrecs.popular_items(%(k)s, %(categories)s, %(filter)s::jsonb,"
+                    " %(since)s::interval)",
+                    case,
+                ).fetchall()
+            )
+    assert scores == {1, 0, -1}  # every group was reached
 
 
 @pytest.mark.parametrize(
