@@ -31,6 +31,7 @@ import numpy as np
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
+from psycopg.postgres import types as pg_types
 from scipy import sparse
 from tqdm import tqdm
 
@@ -367,25 +368,30 @@ def _because_of_arrays(
 class _Int8Array(bytes):
     """A bigint[] already in PostgreSQL's binary array format."""
 
-    element_oid, dtype = 20, ">i8"
+    element_oid, dtype = pg_types["int8"].oid, ">i8"
 
 
 class _Float8Array(bytes):
     """A double precision[] already in PostgreSQL's binary array format."""
 
-    element_oid, dtype = 701, ">f8"
+    element_oid, dtype = pg_types["float8"].oid, ">f8"
 
 
-class _Int8ArrayDumper(Dumper):
+class _ArrayDumper(Dumper):
+    """Sends bytes that already are a binary array."""
+
     format = pq.Format.BINARY
-    oid = 1016
 
     def dump(self, obj: Any) -> bytes:
         return bytes(obj)
 
 
-class _Float8ArrayDumper(_Int8ArrayDumper):
-    oid = 1022
+class _Int8ArrayDumper(_ArrayDumper):
+    oid = pg_types["int8"].array_oid
+
+
+class _Float8ArrayDumper(_ArrayDumper):
+    oid = pg_types["float8"].array_oid
 
 
 def _vector(row: np.ndarray) -> np.ndarray | None:
