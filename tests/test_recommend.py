@@ -572,6 +572,43 @@ def test_a_category_with_its_own_partial_index_walks_it_whatever_its_name(
         conn.execute(f"drop index pgrecs.{name}")
 
 
+def test_several_categories_with_partial_indexes_walk_each_and_merge(
+    conn: psycopg.Connection,
+) -> None:
+    """A filter on two categories that both have the documented partial index: one walk per
+    index, merged by distance, the same answer as the exact one."""
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(3000, 3)).astype(np.float32)
+    kinds = {0: "rare", 1: "odd"}
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.items (item_id, embedding, category) values (%s, %s, %s)",
+            [(f"i{n}", v, kinds.get(n % 20, "common")) for n, v in enumerate(vectors)],
+        )
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    record(conn, "u1", "i2", "click")
+    record(conn, "u1", "i41", "click")  # an odd item: seen, so excluded
+    names = []
+    for category in kinds.values():
+        name = (
+            "items_embedding_hnsw_"
+            + conn.execute("select left(md5(%s), 12)", (category,)).fetchone()[0]
+        )
+        conn.execute(
+            f"create index {name} on pgrecs.items using hnsw (embedding public.vector_cosine_ops)"
+            f" where category = '{category}'"
+        )
+        names.append(name)
+    conn.execute("analyze pgrecs.items")
+    call = "'u1', k => 10, categories => '{rare,odd}'"
+    plans = function_plans(conn, f"select * from pgrecs.recommend({call})")
+    assert all(f"Index Scan using {name}" in plans for name in names), plans
+    user = conn.execute("select pgrecs._user_vector('u1', 'content')").fetchone()[0].to_numpy()
+    eligible = [n for n in range(3000) if n % 20 in kinds and n != 41]
+    sims = vectors[eligible] @ user / np.linalg.norm(vectors[eligible], axis=1)
+    assert ids(recommend(conn, call)) == [f"i{eligible[j]}" for j in np.argsort(-sims)[:10]]
+
+
 @pytest.mark.parametrize(("value", "meaning"), [("null", "default"), ("0", "all"), ("-3", "all")])
 def test_because_of_history_null_and_non_positive_values(
     shop: psycopg.Connection, value: str, meaning: str

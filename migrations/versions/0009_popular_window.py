@@ -15,6 +15,9 @@ Measured on the `pgrecs bench` 1M catalogue (1,621,618 interactions), wall time 
 popular_items(10, since => '7 days') with nothing in the window 327 -> 4.4 ms (5% category
 91 -> 4.2 ms); a window holding 189,450 interactions 1,353 -> 1,151 ms, but 694 -> 1,068 ms with
 a 5% category (the aggregate dominates; the old plan hashed only that category's items).
+
+pgrecs._rank runs its content and collaborative walks in one loop over the spaces (the same
+statements as before, written once).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ depends_on = None
 
 def upgrade() -> None:
     execute_sql_file("0009", "_popular.sql")
+    execute_sql_file("0009", "_rank.sql")
 
 
 def downgrade() -> None:
+    execute_sql_file("0008", "_rank.sql")
     execute_sql_file("0007", "_popular.sql")

@@ -57,6 +57,8 @@ declare
     v_named oid[];
     v_pass integer;
     v_got integer;
+    v_space text;
+    v_q public.vector;
     w_ids text[];
     w_emb public.vector[];
     w_collab public.vector[];
@@ -167,45 +169,37 @@ begin
 
     loop
         perform set_config('hnsw.ef_search', least(greatest(v_ef, v_n), 1000)::text, true);
-        -- The walks return the candidates' vectors: scoring reads no row again.
-        if v_per_category and not v_exact and cardinality(categories) > 1 then
-            -- one walk per category (each on its partial index), merged
-            select coalesce(array_agg(c.item_id order by c.distance), '{}'),
-                   coalesce(array_agg(c.embedding order by c.distance), '{}'),
-                   coalesce(array_agg(c.collab_embedding order by c.distance), '{}')
-              into w_ids, w_emb, w_collab
-            from (select c.*
-                  from unnest(categories) as g(name)
-                  cross join lateral pgrecs._nearest(q, v_n, array[g.name], filter, exclude_user,
-                                                     exclude_ids, false, 'content') as c
-                  order by c.distance limit v_n) as c;
-        else
-            select coalesce(array_agg(c.item_id), '{}'), coalesce(array_agg(c.embedding), '{}'),
-                   coalesce(array_agg(c.collab_embedding), '{}')
-              into w_ids, w_emb, w_collab
-            from pgrecs._nearest(q, v_n, categories, filter, exclude_user, exclude_ids, v_exact,
-                                 'content') as c;
-        end if;
-        v_got := cardinality(w_ids);
-        if v_w < 1 and v_per_category and not v_exact and cardinality(categories) > 1 then
-            select w_ids || coalesce(array_agg(c.item_id order by c.distance), '{}'),
-                   w_emb || coalesce(array_agg(c.embedding order by c.distance), '{}'),
-                   w_collab || coalesce(array_agg(c.collab_embedding order by c.distance), '{}')
-              into w_ids, w_emb, w_collab
-            from (select c.*
-                  from unnest(categories) as g(name)
-                  cross join lateral pgrecs._nearest(q_collab, v_n, array[g.name], filter,
-                                                     exclude_user, exclude_ids, false,
-                                                     'collaborative') as c
-                  order by c.distance limit v_n) as c;
-        elsif v_w < 1 then
-            select w_ids || coalesce(array_agg(c.item_id), '{}'),
-                   w_emb || coalesce(array_agg(c.embedding), '{}'),
-                   w_collab || coalesce(array_agg(c.collab_embedding), '{}')
-              into w_ids, w_emb, w_collab
-            from pgrecs._nearest(q_collab, v_n, categories, filter, exclude_user, exclude_ids,
-                                 v_exact, 'collaborative') as c;
-        end if;
+        -- The walks return the candidates' vectors: scoring reads no row again. The content
+        -- walk, then (blended) the collaborative one; an item both find is scored once.
+        w_ids := '{}'; w_emb := '{}'; w_collab := '{}';
+        foreach v_space in array case when v_w < 1 then array['content', 'collaborative']
+                                      else array['content'] end loop
+            v_q := case v_space when 'content' then q else q_collab end;
+            if v_per_category and not v_exact and cardinality(categories) > 1 then
+                -- one walk per category (each on its partial index), merged
+                select w_ids || coalesce(array_agg(c.item_id order by c.distance), '{}'),
+                       w_emb || coalesce(array_agg(c.embedding order by c.distance), '{}'),
+                       w_collab || coalesce(array_agg(c.collab_embedding order by c.distance),
+                                            '{}')
+                  into w_ids, w_emb, w_collab
+                from (select c.*
+                      from unnest(categories) as g(name)
+                      cross join lateral pgrecs._nearest(v_q, v_n, array[g.name], filter,
+                                                         exclude_user, exclude_ids, false,
+                                                         v_space) as c
+                      order by c.distance limit v_n) as c;
+            else
+                select w_ids || coalesce(array_agg(c.item_id), '{}'),
+                       w_emb || coalesce(array_agg(c.embedding), '{}'),
+                       w_collab || coalesce(array_agg(c.collab_embedding), '{}')
+                  into w_ids, w_emb, w_collab
+                from pgrecs._nearest(v_q, v_n, categories, filter, exclude_user, exclude_ids,
+                                     v_exact, v_space) as c;
+            end if;
+            if v_space = 'content' then
+                v_got := cardinality(w_ids);
+            end if;
+        end loop;
 
         select coalesce(array_agg(s.item_id order by s.rel desc, s.item_id), '{}'),
                coalesce(array_agg(s.rel order by s.rel desc, s.item_id), '{}'),
