@@ -534,6 +534,31 @@ def test_hot_queries_walk_the_hnsw_indexes_or_scan_exactly_on_purpose(
     assert "Sort" in plans
 
 
+def test_seen_items_count_toward_the_exact_path_in_a_small_catalogue(
+    conn: psycopg.Connection,
+) -> None:
+    """Without filters, a catalogue of at most 10 * (ef_search + the user's seen items) items is
+    scanned exactly: a walk would have to step over the seen items first (docs/performance.md).
+    1,500 items: with 10 seen items _rank walks (10 * 110 < 1,500), with 100 it scans (2,000).
+    (At this size the planner may run the walk's statement as a scan too: the statement is
+    what _rank chose.)"""
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(1500, 3)).astype(np.float32)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.items (item_id, embedding) values (%s, %s)",
+            [(f"i{n}", v) for n, v in enumerate(vectors)],
+        )
+    conn.execute("analyze pgrecs.items")
+    for n in range(100):
+        if n < 10:
+            record(conn, "few", f"i{n}", "click")
+        record(conn, "many", f"i{n}", "click")
+    exact = "$1) + 0 limit $2"  # _nearest's exact statement (the walk's has no "+ 0")
+    assert exact not in function_plans(conn, "select * from pgrecs.recommend('few', k => 10)")
+    assert exact in function_plans(conn, "select * from pgrecs.recommend('many', k => 10)")
+
+
 def test_a_category_with_its_own_partial_index_walks_it_whatever_its_name(
     conn: psycopg.Connection,
 ) -> None:
@@ -606,7 +631,35 @@ def test_several_categories_with_partial_indexes_walk_each_and_merge(
     user = conn.execute("select pgrecs._user_vector('u1', 'content')").fetchone()[0].to_numpy()
     eligible = [n for n in range(3000) if n % 20 in kinds and n != 41]
     sims = vectors[eligible] @ user / np.linalg.norm(vectors[eligible], axis=1)
-    assert ids(recommend(conn, call)) == [f"i{eligible[j]}" for j in np.argsort(-sims)[:10]]
+    exact = [f"i{eligible[j]}" for j in np.argsort(-sims)[:10]]
+    assert ids(recommend(conn, call)) == exact
+    # a category named twice is walked once: no item comes back twice
+    assert ids(recommend(conn, "'u1', k => 10, categories => '{rare,odd,rare}'")) == exact
+
+
+@pytest.mark.parametrize("categories", ["null", "'{b}'"])
+def test_ties_rank_by_item_id_with_or_without_the_scoring_statement(
+    conn: psycopg.Connection, categories: str
+) -> None:
+    """Content only and no popularity penalty, _rank orders the walk's candidates itself; with a
+    penalty it runs the scoring statement. A penalty that subtracts nothing (no candidate has an
+    interaction) must give the same rows, and equal scores rank by item_id either way."""
+    rows = [(f"t{n}", [1.0, 0.0, 0.1 * ((n - 1) // 3)], "b") for n in range(9, 0, -1)]  # ties of 3
+    rows += [("h1", [1.0, 0.0, 0.0], "a")]
+    with conn.cursor() as cur:  # inserted in descending id order: the heap order is not the answer
+        cur.executemany(
+            "insert into pgrecs.items (item_id, embedding, category) values (%s, %s, %s)",
+            [(i, np.array(v, dtype=np.float32), c) for i, v, c in rows],
+        )
+    conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    record(conn, "u1", "h1", "click")
+    call = f"'u1', k => 7, categories => {categories}"
+    lean = recommend(conn, call)
+    conn.execute("update pgrecs.settings set value = '0.5' where name = 'popularity_penalty'")
+    scored = recommend(conn, call)
+    assert lean == scored
+    assert ids(lean) == ["t1", "t2", "t3", "t4", "t5", "t6", "t7"]
+    assert lean[0][1] == lean[1][1] == lean[2][1] > lean[3][1]
 
 
 @pytest.mark.parametrize(("value", "meaning"), [("null", "default"), ("0", "all"), ("-3", "all")])

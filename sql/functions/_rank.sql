@@ -62,6 +62,7 @@ declare
     w_ids text[];
     w_emb public.vector[];
     w_collab public.vector[];
+    w_rel float8[];
     c_ids text[];
     c_rel float8[];
     c_src text[];
@@ -79,17 +80,6 @@ declare
     a public.vector;
     j integer;
 begin
-    -- The items a walk has to step over: the user's seen items and the excluded ids. A user's
-    -- history sits around their vector (it is what the vector is made of), so the walk meets
-    -- them before anything eligible; the iterative scan steps over them (a beam widened past
-    -- them bought no recall on a well-built graph, docs/performance.md), but they count in
-    -- the walk's cost below.
-    if exclude_user is not null then
-        select count(distinct x.item_id) into v_skip
-        from pgrecs.interactions as x where x.user_id = exclude_user;
-    end if;
-    v_skip := coalesce(v_skip, 0) + coalesce(cardinality(exclude_ids), 0);
-
     -- Choosing a path (docs/performance.md). A category filter whose every category has its
     -- own partial HNSW index walks those small graphs. Otherwise, when few items pass the
     -- filters, an exact scan of them is both complete and cheaper than a walk through the
@@ -139,6 +129,21 @@ begin
     end if;
     select nullif(greatest(c.reltuples, -1), -1) into v_rows
     from pg_catalog.pg_class as c where c.oid = 'pgrecs.items'::pg_catalog.regclass;
+    -- The items a walk has to step over: the user's seen items and the excluded ids. A user's
+    -- history sits around their vector (it is what the vector is made of), so the walk meets
+    -- them before anything eligible; the iterative scan steps over them (a beam widened past
+    -- them bought no recall on a well-built graph, docs/performance.md), but they count in
+    -- the walk's cost below. Counted only where the rule below reads them: not for the
+    -- partial indexes (always walked), nor without filters in a catalogue larger than
+    -- exact_scan_threshold (always walked).
+    if not v_per_category and (categories is not null or filter is not null
+                               or v_rows is null or v_rows <= v_exact_max) then
+        if exclude_user is not null then
+            select count(distinct x.item_id) into v_skip
+            from pgrecs.interactions as x where x.user_id = exclude_user;
+        end if;
+        v_skip := coalesce(v_skip, 0) + coalesce(cardinality(exclude_ids), 0);
+    end if;
     if v_per_category then
         v_exact := false;
     elsif categories is null and filter is null
@@ -171,61 +176,74 @@ begin
         perform set_config('hnsw.ef_search', least(greatest(v_ef, v_n), 1000)::text, true);
         -- The walks return the candidates' vectors: scoring reads no row again. The content
         -- walk, then (blended) the collaborative one; an item both find is scored once.
-        w_ids := '{}'; w_emb := '{}'; w_collab := '{}';
+        w_ids := '{}'; w_emb := '{}'; w_collab := '{}'; w_rel := '{}';
         foreach v_space in array case when v_w < 1 then array['content', 'collaborative']
                                       else array['content'] end loop
             v_q := case v_space when 'content' then q else q_collab end;
             if v_per_category and not v_exact and cardinality(categories) > 1 then
                 -- one walk per category (each on its partial index), merged
-                select w_ids || coalesce(array_agg(c.item_id order by c.distance), '{}'),
-                       w_emb || coalesce(array_agg(c.embedding order by c.distance), '{}'),
-                       w_collab || coalesce(array_agg(c.collab_embedding order by c.distance),
-                                            '{}')
-                  into w_ids, w_emb, w_collab
-                from (select c.*
-                      from unnest(categories) as g(name)
+                select w_ids || coalesce(array_agg(c.item_id order by c.rel desc, c.item_id), '{}'),
+                       w_emb || coalesce(array_agg(c.embedding order by c.rel desc, c.item_id),
+                                         '{}'),
+                       w_collab || coalesce(array_agg(c.collab_embedding
+                                                      order by c.rel desc, c.item_id), '{}'),
+                       w_rel || coalesce(array_agg(c.rel order by c.rel desc, c.item_id), '{}')
+                  into w_ids, w_emb, w_collab, w_rel
+                from (select c.*, 1 - c.distance as rel
+                      from (select distinct g.name from unnest(categories) as g(name)) as g
                       cross join lateral pgrecs._nearest(v_q, v_n, array[g.name], filter,
                                                          exclude_user, exclude_ids, false,
                                                          v_space) as c
                       order by c.distance limit v_n) as c;
             else
-                select w_ids || coalesce(array_agg(c.item_id), '{}'),
-                       w_emb || coalesce(array_agg(c.embedding), '{}'),
-                       w_collab || coalesce(array_agg(c.collab_embedding), '{}')
-                  into w_ids, w_emb, w_collab
-                from pgrecs._nearest(v_q, v_n, categories, filter, exclude_user, exclude_ids,
-                                     v_exact, v_space) as c;
+                select w_ids || coalesce(array_agg(c.item_id order by c.rel desc, c.item_id), '{}'),
+                       w_emb || coalesce(array_agg(c.embedding order by c.rel desc, c.item_id),
+                                         '{}'),
+                       w_collab || coalesce(array_agg(c.collab_embedding
+                                                      order by c.rel desc, c.item_id), '{}'),
+                       w_rel || coalesce(array_agg(c.rel order by c.rel desc, c.item_id), '{}')
+                  into w_ids, w_emb, w_collab, w_rel
+                from (select c.*, 1 - c.distance as rel
+                      from pgrecs._nearest(v_q, v_n, categories, filter, exclude_user,
+                                           exclude_ids, v_exact, v_space) as c) as c;
             end if;
             if v_space = 'content' then
                 v_got := cardinality(w_ids);
             end if;
         end loop;
 
-        select coalesce(array_agg(s.item_id order by s.rel desc, s.item_id), '{}'),
-               coalesce(array_agg(s.rel order by s.rel desc, s.item_id), '{}'),
-               coalesce(array_agg(s.src order by s.rel desc, s.item_id), '{}'),
-               coalesce(array_agg(s.embedding order by s.rel desc, s.item_id), '{}')
-          into c_ids, c_rel, c_src, c_emb
-        from (
-            select c.item_id, c.embedding,
-                   v_w * p.sc + (1 - v_w) * p.sf - p.pen as rel,
-                   case when v_w >= 1 then 'content'
-                        when v_w <= 0 then 'collaborative'
-                        when v_w * p.sc >= (1 - v_w) * p.sf then 'content'
-                        else 'collaborative' end as src
-            from (select distinct on (w.item_id) w.*  -- an item both walks found counts once
-                  from unnest(w_ids, w_emb, w_collab) as w(item_id, embedding, collab_embedding)
-                  order by w.item_id) as c
-            -- joined whatever the penalty: a plan that does not depend on it is planned once
-            -- per session, not per call
-            left join pgrecs.item_popularity as ip on ip.item_id = c.item_id
-            cross join lateral (
-                select 1 - (c.embedding operator(public.<=>) q) as sc,
-                       coalesce(1 - (c.collab_embedding operator(public.<=>) q_collab),
-                                1 - (c.embedding operator(public.<=>) q)) as sf,
-                       v_penalty * ln(1 + coalesce(ip.interaction_count, 0)) as pen
-            ) as p
-        ) as s;
+        if v_w >= 1 and v_penalty = 0 then
+            -- content only, no penalty: relevance is the content walk's 1 - distance, in the
+            -- order the walk statement gave (one space: every item once)
+            c_ids := w_ids; c_rel := w_rel; c_emb := w_emb;
+            c_src := array_fill('content'::text, array[cardinality(w_ids)]);
+        else
+            select coalesce(array_agg(s.item_id order by s.rel desc, s.item_id), '{}'),
+                   coalesce(array_agg(s.rel order by s.rel desc, s.item_id), '{}'),
+                   coalesce(array_agg(s.src order by s.rel desc, s.item_id), '{}'),
+                   coalesce(array_agg(s.embedding order by s.rel desc, s.item_id), '{}')
+              into c_ids, c_rel, c_src, c_emb
+            from (
+                select c.item_id, c.embedding,
+                       v_w * p.sc + (1 - v_w) * p.sf - p.pen as rel,
+                       case when v_w >= 1 then 'content'
+                            when v_w <= 0 then 'collaborative'
+                            when v_w * p.sc >= (1 - v_w) * p.sf then 'content'
+                            else 'collaborative' end as src
+                from (select distinct on (w.item_id) w.*  -- an item both walks found counts once
+                      from unnest(w_ids, w_emb, w_collab) as w(item_id, embedding, collab_embedding)
+                      order by w.item_id) as c
+                -- joined whatever the penalty: a plan that does not depend on it is planned once
+                -- per session, not per call
+                left join pgrecs.item_popularity as ip on ip.item_id = c.item_id
+                cross join lateral (
+                    select 1 - (c.embedding operator(public.<=>) q) as sc,
+                           coalesce(1 - (c.collab_embedding operator(public.<=>) q_collab),
+                                    1 - (c.embedding operator(public.<=>) q)) as sf,
+                           v_penalty * ln(1 + coalesce(ip.interaction_count, 0)) as pen
+                ) as p
+            ) as s;
+        end if;
 
         -- Greedy pick: dedup against anchors and picked rows; MMR when diversity > 0.
         n_c := cardinality(c_ids);
