@@ -1019,7 +1019,13 @@ class Report:
             + (f" (prewarmed: {m['prewarmed_mb']:,} MB)" if m.get("prewarmed_mb") else "")
             + " · "
             "load average at start "
-            f"{m['load_average']} · {self.queries} queries per row (ChromaDB: "
+            f"{m['load_average']}"
+            + (
+                f" · CPU stolen by the hypervisor while measuring {m['cpu_steal']:.0%}"
+                if m.get("cpu_steal") is not None
+                else ""
+            )
+            + f" · {self.queries} queries per row (ChromaDB: "
             f"{m['chroma_queries']}) · `{m['command']}`",
             "",
         ]
@@ -1269,6 +1275,24 @@ def run(
         stop_private_server()
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(all, stolen) CPU ticks of the machine since boot (Linux /proc/stat; None elsewhere):
+    time the hypervisor gave to other guests makes every latency of a run longer."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return (end[1] - start[1]) / (end[0] - start[0])
+
+
 def _run(url: str, o: Options) -> Report:
     w, load_report = prepare(url, o.n, o.queries, o.dim, o.seed, o.reuse, o.progress)
     qv = QueryVectors.read(url, w)
@@ -1293,6 +1317,7 @@ def _run(url: str, o: Options) -> Report:
 
     if o.server == "private":
         meta["prewarmed_mb"] = prewarm(url)
+    ticks = cpu_ticks()
     measure_all(sql_cases(w, a, qv, "before"), "queries, no partial indexes")
     partial_s = create_partial_indexes(url, PARTIAL_SHARE, o.progress)
     if o.server == "private":
@@ -1303,6 +1328,7 @@ def _run(url: str, o: Options) -> Report:
         collection, chroma_s = chroma_collection(w.cat, o.progress)
         limit = min(o.chroma_queries, o.queries)
         measure_all(chroma_cases(collection, w, a, qv, limit), "ChromaDB")
+    meta["cpu_steal"] = steal_share(ticks, cpu_ticks())
     return Report(o.n, o.dim, o.queries, meta, load_report, partial_s, chroma_s, rows)
 
 

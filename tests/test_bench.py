@@ -60,6 +60,17 @@ def test_report_files(report: bench.Report, tmp_path: Path) -> None:
     data = json.loads(js.read_text())
     assert data["size"] == 20_000 and len(data["rows"]) == len(report.rows)
     assert "| recommend, 500 seen, 5% category | pgrecs |" in md.read_text()
+    steal = data["meta"]["cpu_steal"]  # Linux: the share of CPU time the hypervisor took
+    assert steal is not None and 0 <= steal <= 1
+    assert f"CPU stolen by the hypervisor while measuring {steal:.0%}" in md.read_text()
+
+
+def test_steal_share_is_the_stolen_part_of_the_ticks_between_two_readings() -> None:
+    assert bench.steal_share((1000, 10), (1400, 110)) == 0.25
+    assert bench.steal_share((1000, 10), (1000, 10)) is None  # no time passed
+    assert bench.steal_share(None, (1400, 110)) is None  # no /proc/stat
+    ticks = bench.cpu_ticks()
+    assert ticks is not None and 0 <= ticks[1] <= ticks[0]
 
 
 def test_exact_answers_apply_the_dedup_rule() -> None:

@@ -51,6 +51,9 @@ declare
     v_per_category boolean;
     v_eligible bigint;
     v_skip bigint;
+    v_seen text[];
+    v_walk_user text := exclude_user;  -- what the walks exclude
+    v_walk_ids text[] := exclude_ids;
     v_rows float8;
     v_partial text[];
     v_partial_rows float4[];
@@ -129,21 +132,33 @@ begin
     end if;
     select nullif(greatest(c.reltuples, -1), -1) into v_rows
     from pg_catalog.pg_class as c where c.oid = 'pgrecs.items'::pg_catalog.regclass;
+
     -- The items a walk has to step over: the user's seen items and the excluded ids. A user's
     -- history sits around their vector (it is what the vector is made of), so the walk meets
     -- them before anything eligible; the iterative scan steps over them (a beam widened past
     -- them bought no recall on a well-built graph, docs/performance.md), but they count in
-    -- the walk's cost below. Counted only where the rule below reads them: not for the
-    -- partial indexes (always walked), nor without filters in a catalogue larger than
-    -- exact_scan_threshold (always walked).
-    if not v_per_category and (categories is not null or filter is not null
-                               or v_rows is null or v_rows <= v_exact_max) then
-        if exclude_user is not null then
+    -- the walk's cost below. For a walk of the whole graph or an exact scan the seen items are
+    -- read once, into an array checked with a hashed `<> all` together with the excluded ids:
+    -- cheaper than probing pgrecs.interactions for each of the hundreds of seen rows such a
+    -- walk visits. A walk of the categories' partial indexes meets few of them and keeps the
+    -- probe (reading the whole history would cost more), as does a history of more than
+    -- 10,000 items.
+    if exclude_user is not null and not v_per_category then
+        v_seen := array(select distinct x.item_id from pgrecs.interactions as x
+                        where x.user_id = exclude_user limit 10001);
+        if cardinality(v_seen) > 10000 then
+            v_seen := null;
             select count(distinct x.item_id) into v_skip
             from pgrecs.interactions as x where x.user_id = exclude_user;
+        else
+            v_walk_user := null;
+            if cardinality(v_seen) > 0 then
+                v_walk_ids := coalesce(exclude_ids, '{}') || v_seen;
+            end if;
         end if;
-        v_skip := coalesce(v_skip, 0) + coalesce(cardinality(exclude_ids), 0);
     end if;
+    v_skip := coalesce(v_skip, cardinality(v_seen), 0) + coalesce(cardinality(exclude_ids), 0);
+
     if v_per_category then
         v_exact := false;
     elsif categories is null and filter is null
@@ -192,7 +207,7 @@ begin
                 from (select c.*, 1 - c.distance as rel
                       from (select distinct g.name from unnest(categories) as g(name)) as g
                       cross join lateral pgrecs._nearest(v_q, v_n, array[g.name], filter,
-                                                         exclude_user, exclude_ids, false,
+                                                         v_walk_user, v_walk_ids, false,
                                                          v_space) as c
                       order by c.distance limit v_n) as c;
             else
@@ -204,8 +219,8 @@ begin
                        w_rel || coalesce(array_agg(c.rel order by c.rel desc, c.item_id), '{}')
                   into w_ids, w_emb, w_collab, w_rel
                 from (select c.*, 1 - c.distance as rel
-                      from pgrecs._nearest(v_q, v_n, categories, filter, exclude_user,
-                                           exclude_ids, v_exact, v_space) as c) as c;
+                      from pgrecs._nearest(v_q, v_n, categories, filter, v_walk_user,
+                                           v_walk_ids, v_exact, v_space) as c) as c;
             end if;
             if v_space = 'content' then
                 v_got := cardinality(w_ids);
