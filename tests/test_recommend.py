@@ -559,13 +559,13 @@ def test_seen_items_count_toward_the_exact_path_in_a_small_catalogue(
     assert exact in function_plans(conn, "select * from pgrecs.recommend('many', k => 10)")
 
 
-def test_a_history_longer_than_10000_items_is_excluded_by_probing(
+def test_a_history_longer_than_2000_items_is_excluded_by_probing(
     conn: psycopg.Connection,
 ) -> None:
-    """Up to 10,000 seen items go to the walk as one array; a longer history is probed in
+    """Up to 2,000 seen items go to the walk as one array; a longer history is probed in
     pgrecs.interactions row by row. Either way no seen item comes back."""
     rng = np.random.default_rng(6)
-    vectors = rng.normal(size=(10_030, 3)).astype(np.float32)
+    vectors = rng.normal(size=(2_030, 3)).astype(np.float32)
     with conn.cursor().copy("copy pgrecs.items (item_id, embedding) from stdin") as copy:
         for n, v in enumerate(vectors):
             copy.write_row((f"i{n}", "[" + ",".join(map(str, v)) + "]"))
@@ -573,10 +573,10 @@ def test_a_history_longer_than_10000_items_is_excluded_by_probing(
     conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
     conn.execute(
         "insert into pgrecs.interactions (user_id, item_id, event_type)"
-        " select u.id, 'i' || n, 'click' from (values ('big', 10001), ('small', 100)) as u(id, seen)"
+        " select u.id, 'i' || n, 'click' from (values ('big', 2001), ('small', 100)) as u(id, seen)"
         " cross join lateral generate_series(0, u.seen - 1) as n"
     )
-    for user, seen, probed in (("big", 10_001, True), ("small", 100, False)):
+    for user, seen, probed in (("big", 2_001, True), ("small", 100, False)):
         plans = function_plans(conn, f"select * from pgrecs.recommend('{user}', k => 10)")
         assert ("not exists (select from pgrecs.interactions" in plans) is probed, user
         assert ("i.item_id <> all($6)" in plans) is not probed, user
