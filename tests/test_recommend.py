@@ -544,11 +544,7 @@ def test_seen_items_count_toward_the_exact_path_in_a_small_catalogue(
     what _rank chose.)"""
     rng = np.random.default_rng(5)
     vectors = rng.normal(size=(1500, 3)).astype(np.float32)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "insert into pgrecs.items (item_id, embedding) values (%s, %s)",
-            [(f"i{n}", v) for n, v in enumerate(vectors)],
-        )
+    insert_items(conn, [(f"i{n}", v) for n, v in enumerate(vectors)])
     conn.execute("analyze pgrecs.items")
     for n in range(100):
         if n < 10:
@@ -566,9 +562,7 @@ def test_a_history_longer_than_2000_items_is_excluded_by_probing(
     pgrecs.interactions row by row. Either way no seen item comes back."""
     rng = np.random.default_rng(6)
     vectors = rng.normal(size=(2_030, 3)).astype(np.float32)
-    with conn.cursor().copy("copy pgrecs.items (item_id, embedding) from stdin") as copy:
-        for n, v in enumerate(vectors):
-            copy.write_row((f"i{n}", "[" + ",".join(map(str, v)) + "]"))
+    insert_items(conn, [(f"i{n}", v) for n, v in enumerate(vectors)])
     conn.execute("analyze pgrecs.items")
     conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
     conn.execute(
@@ -674,11 +668,7 @@ def test_ties_rank_by_item_id_with_or_without_the_scoring_statement(
     interaction) must give the same rows, and equal scores rank by item_id either way."""
     rows = [(f"t{n}", [1.0, 0.0, 0.1 * ((n - 1) // 3)], "b") for n in range(9, 0, -1)]  # ties of 3
     rows += [("h1", [1.0, 0.0, 0.0], "a")]
-    with conn.cursor() as cur:  # inserted in descending id order: the heap order is not the answer
-        cur.executemany(
-            "insert into pgrecs.items (item_id, embedding, category) values (%s, %s, %s)",
-            [(i, np.array(v, dtype=np.float32), c) for i, v, c in rows],
-        )
+    insert_items(conn, rows)  # in descending id order: the heap order is not the answer
     conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
     record(conn, "u1", "h1", "click")
     call = f"'u1', k => 7, categories => {categories}"
