@@ -96,7 +96,8 @@ order by 1;
 -- name: user_histories
 -- One row per user with interactions: count, newest id, and the history as parallel arrays.
 select x.user_id, count(*), max(x.interaction_id), array_agg(x.item_id),
-       array_agg(coalesce(x.weight, e.weight)), array_agg(extract(epoch from x.occurred_at)::float8),
+       array_agg(coalesce(x.weight, e.weight)),
+       array_agg((extract(epoch from x.occurred_at) * 1000000)::bigint),  -- exact microseconds
        array_agg(x.interaction_id)
 from pgrecs.interactions as x
 join pgrecs.event_types as e on e.event_type = x.event_type
@@ -121,16 +122,18 @@ select value from pgrecs.settings where name = %(name)s;
 -- name: save_user_vectors
 insert into pgrecs.users as u
     (user_id, content_vector, collab_vector, interaction_count, refreshed_through, refreshed_at,
-     because_of_interactions, because_of_weights, because_of_history)
+     because_of_interactions, because_of_weights, because_of_items, because_of_at,
+     because_of_history)
 values (%(user_id)s, %(content_vector)s, %(collab_vector)s, %(interaction_count)s,
         %(refreshed_through)s, now(), %(because_of_interactions)b, %(because_of_weights)b,
-        %(because_of_history)s)
+        %(because_of_items)b, %(because_of_at)b, %(because_of_history)s)
 on conflict (user_id) do update
 set content_vector = excluded.content_vector, collab_vector = excluded.collab_vector,
     interaction_count = excluded.interaction_count,
     refreshed_through = excluded.refreshed_through, refreshed_at = excluded.refreshed_at,
     because_of_interactions = excluded.because_of_interactions,
     because_of_weights = excluded.because_of_weights,
+    because_of_items = excluded.because_of_items, because_of_at = excluded.because_of_at,
     because_of_history = excluded.because_of_history;
 
 -- Embedding (pgrecs/embed.py). An item is pending when its content_hash is NULL: new rows, and

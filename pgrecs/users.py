@@ -8,9 +8,9 @@ Negative weights (dislike) pull the vector away from the item. Measuring age fro
 latest interaction rather than from now() changes nothing after normalization, so a stored
 vector stays exact until the user's interactions change.
 
-Each stored row also lists the user's heaviest positive interactions with their weights (as many
-as settings.because_of_history), so that recommend can name because_of without weighing the
-history again while the row is current.
+Each stored row also lists the user's heaviest positive interactions with their weights, items
+and times (as many as settings.because_of_history), so that recommend can name because_of
+without weighing the history or reading the interactions again while the row is current.
 
 A stored vector is current when the user's interaction count and newest interaction id equal
 the ones it was computed from; `refresh_users` recomputes the others in chunks (memory grows
@@ -263,10 +263,14 @@ def _refresh_chunk(
             (items.ids.get(item_id, -1) for r in rows for item_id in r[3]), np.int64
         )
         raw = np.concatenate([np.asarray(r[4], np.float64) for r in rows] or [np.zeros(0)])
-        times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
+        micros = np.concatenate(
+            [np.asarray(r[5], np.int64) for r in rows] or [np.zeros(0, np.int64)]
+        )
+        times = micros / 1e6  # seconds since 1970, as extract(epoch from occurred_at)::float8
         weights = decayed_weights(user_rows, raw, times, half_life)
         ids = np.concatenate([np.asarray(r[6], np.int64) for r in rows] or [np.zeros(0, np.int64)])
-        because_of = _because_of_arrays(user_rows, weights, times, ids, n, limit)
+        item_ids = [item_id for r in rows for item_id in r[3]]
+        because_of = _because_of_arrays(user_rows, weights, times, ids, item_ids, micros, n, limit)
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
             weighted_means(
@@ -276,8 +280,8 @@ def _refresh_chunk(
             else None
         )
         with conn.cursor() as cur:
-            cur.adapters.register_dumper(_Int8Array, _Int8ArrayDumper)
-            cur.adapters.register_dumper(_Float8Array, _Float8ArrayDumper)
+            for kind, dumper in _DUMPERS.items():
+                cur.adapters.register_dumper(kind, dumper)
             cur.executemany(
                 query("save_user_vectors"),
                 [
@@ -331,50 +335,100 @@ def _because_of_arrays(
     weights: np.ndarray,
     times: np.ndarray,
     interaction_ids: np.ndarray,
+    item_ids: Sequence[str],
+    micros: np.ndarray,
     n: int,
     limit: int | None,
 ) -> list[dict[str, Any]]:
-    """Per user of the chunk, the stored because_of list (because_of_lists) as PostgreSQL
-    binary arrays (bigint[] and double precision[]), built for the whole chunk at once: a
-    refresh sends about a hundred values per user, too many to adapt one by one. NULLs when the
-    setting is not a whole number."""
+    """Per user of the chunk, the stored because_of list (because_of_lists): the interactions,
+    their weights, items and times (`micros`: microseconds since 1970, exact), as PostgreSQL
+    binary arrays built for the whole chunk at once: a refresh sends about four hundred values
+    per user, too many to adapt one by one. NULLs when the setting is not a whole number."""
+    keys = ("because_of_interactions", "because_of_weights", "because_of_items", "because_of_at")
     if limit is None:
-        keys = ("because_of_interactions", "because_of_weights", "because_of_history")
-        return [dict.fromkeys(keys)] * n
+        return [dict.fromkeys((*keys, "because_of_history"))] * n
     order, starts = because_of_lists(user_rows, weights, times, interaction_ids, n, limit)
+    bounds = list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))
     columns = []
-    for kind, values in ((_Int8Array, interaction_ids), (_Float8Array, weights)):
+    for kind, values in (
+        (_Int8Array, interaction_ids),
+        (_Float8Array, weights),
+        (_TimestamptzArray, micros - _POSTGRES_EPOCH_MICROS),
+    ):
         elements = np.empty(len(order), dtype=[("size", ">i4"), ("value", kind.dtype)])
         elements["size"] = 8
         elements["value"] = values[order]
         data, size = elements.tobytes(), elements.itemsize
         columns.append(
             [
-                kind(
-                    struct.pack(">iiiii", 1, 0, kind.element_oid, end - begin, 1)
-                    + data[begin * size : end * size]
-                    if end > begin
-                    else struct.pack(">iii", 0, 0, kind.element_oid)
-                )
-                for begin, end in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
+                _binary_array(kind, end - begin, data[begin * size : end * size])
+                for begin, end in bounds
             ]
         )
+    data, starts_at = _text_elements(list(map(item_ids.__getitem__, order.tolist())))
+    columns.insert(
+        2,
+        [
+            _binary_array(_TextArray, end - begin, data[starts_at[begin] : starts_at[end]])
+            for begin, end in bounds
+        ],
+    )
     return [
-        {"because_of_interactions": ids, "because_of_weights": w, "because_of_history": limit}
-        for ids, w in zip(*columns, strict=True)
+        {**dict(zip(keys, values, strict=True)), "because_of_history": limit}
+        for values in zip(*columns, strict=True)
     ]
 
 
-class _Int8Array(bytes):
-    """A bigint[] already in PostgreSQL's binary array format."""
+def _text_elements(values: list[str]) -> tuple[bytes, list[int]]:
+    """The elements of a binary text[] for all of `values` at once (each a big-endian length,
+    then its UTF-8 bytes), and where each one starts (len(values) + 1 offsets)."""
+    text = "".join(values)
+    if text.isascii():  # one byte per character
+        joined, lengths = text.encode(), np.fromiter(map(len, values), np.int64, len(values))
+    else:
+        encoded = [v.encode() for v in values]
+        joined, lengths = b"".join(encoded), np.fromiter(map(len, encoded), np.int64, len(values))
+    starts = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(lengths + 4, out=starts[1:])
+    out = np.empty(int(starts[-1]), np.uint8)
+    heads = starts[:-1, None] + np.arange(4)
+    out[heads] = lengths.astype(">i4").view(np.uint8).reshape(-1, 4)
+    text_starts = starts[:-1] + 4 - (np.cumsum(lengths) - lengths)
+    out[np.repeat(text_starts, lengths) + np.arange(len(joined))] = np.frombuffer(joined, np.uint8)
+    return out.tobytes(), starts.tolist()
 
+
+_POSTGRES_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01, where PostgreSQL counts time from
+
+
+def _binary_array(kind: type[_BinaryArray], length: int, data: bytes) -> _BinaryArray:
+    """A one-dimensional array in PostgreSQL's binary format, its elements already encoded."""
+    if not length:
+        return kind(struct.pack(">iii", 0, 0, kind.element_oid))
+    return kind(struct.pack(">iiiii", 1, 0, kind.element_oid, length, 1) + data)
+
+
+class _BinaryArray(bytes):
+    """An array already in PostgreSQL's binary array format."""
+
+    element_oid: int
+    dtype: str = ""
+
+
+class _Int8Array(_BinaryArray):
     element_oid, dtype = pg_types["int8"].oid, ">i8"
 
 
-class _Float8Array(bytes):
-    """A double precision[] already in PostgreSQL's binary array format."""
-
+class _Float8Array(_BinaryArray):
     element_oid, dtype = pg_types["float8"].oid, ">f8"
+
+
+class _TimestamptzArray(_BinaryArray):
+    element_oid, dtype = pg_types["timestamptz"].oid, ">i8"
+
+
+class _TextArray(_BinaryArray):
+    element_oid = pg_types["text"].oid
 
 
 class _ArrayDumper(Dumper):
@@ -392,6 +446,22 @@ class _Int8ArrayDumper(_ArrayDumper):
 
 class _Float8ArrayDumper(_ArrayDumper):
     oid = pg_types["float8"].array_oid
+
+
+class _TimestamptzArrayDumper(_ArrayDumper):
+    oid = pg_types["timestamptz"].array_oid
+
+
+class _TextArrayDumper(_ArrayDumper):
+    oid = pg_types["text"].array_oid
+
+
+_DUMPERS: dict[type[_BinaryArray], type[_ArrayDumper]] = {
+    _Int8Array: _Int8ArrayDumper,
+    _Float8Array: _Float8ArrayDumper,
+    _TimestamptzArray: _TimestamptzArrayDumper,
+    _TextArray: _TextArrayDumper,
+}
 
 
 def _vector(row: np.ndarray) -> np.ndarray | None:

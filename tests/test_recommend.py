@@ -339,13 +339,27 @@ def test_the_stored_list_counts_only_while_the_row_and_the_setting_are_current(
         return {r[3] for r in recommend(shop, "'u1', k => 12") if r[0].startswith("a")}
 
     assert because_of_a() == {"a1"}
-    # a stored list holding only the click on b1 shows that the call reads the stored list
+    # a stored list naming only b1 shows that the call reads the stored list, and its items
+    # (the interaction listed is still the purchase of a1)
     shop.execute(
-        "update pgrecs.users set because_of_weights = '{1}', because_of_interactions ="
+        "update pgrecs.users set because_of_weights = '{1}', because_of_items = '{b1}',"
+        " because_of_at = array[now()], because_of_interactions ="
+        " array(select interaction_id from pgrecs.interactions where item_id = 'a1')"
+        " where user_id = 'u1'"
+    )
+    assert because_of_a() == {"b1"}
+    # a row written before revision 0011 lists interactions only: their items are looked up
+    shop.execute(
+        "update pgrecs.users set because_of_items = null, because_of_at = null,"
+        " because_of_interactions ="
         " array(select interaction_id from pgrecs.interactions where item_id = 'b1')"
         " where user_id = 'u1'"
     )
     assert because_of_a() == {"b1"}
+    shop.execute(
+        "update pgrecs.users set because_of_items = '{b1}', because_of_at = array[now()]"
+        " where user_id = 'u1'"
+    )
     shop.execute("update pgrecs.settings set value = '50' where name = 'because_of_history'")
     assert because_of_a() == {"a1"}  # made with another setting: not read
     shop.execute("update pgrecs.settings set value = '100' where name = 'because_of_history'")
@@ -354,6 +368,8 @@ def test_the_stored_list_counts_only_while_the_row_and_the_setting_are_current(
     assert because_of_a() == {"a1"}
     with pytest.raises(psycopg.errors.CheckViolation):
         shop.execute("update pgrecs.users set because_of_weights = '{1, 2}' where user_id = 'u1'")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        shop.execute("update pgrecs.users set because_of_items = '{a1, b1}' where user_id = 'u1'")
 
 
 def test_explain_orders_by_weight_times_similarity(shop: psycopg.Connection) -> None:

@@ -101,8 +101,11 @@ def test_near_duplicates_collapse_to_the_best(conn: psycopg.Connection) -> None:
         ],
     )
     assert ids(conn, "pgrecs.similar_items('q', k => 2)") == ["b", "c"]
+    # from c, the two nearest are the pair itself (no input item is involved)
+    assert ids(conn, "pgrecs.similar_items('c', k => 2)") == ["b-copy", "q-copy"]
     conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
     assert ids(conn, "pgrecs.similar_items('q', k => 2)") == ["q-copy", "b"]
+    assert ids(conn, "pgrecs.similar_items('c', k => 2)") == ["b-copy", "b"]
 
 
 def test_k_guarantee_with_a_selective_filter_in_a_large_catalogue(conn: psycopg.Connection) -> None:

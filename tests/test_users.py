@@ -315,7 +315,12 @@ def test_refresh_stores_the_heaviest_positive_interactions(
     rows += [("y", "view", 2), ("x", "dislike", 1), ("z", "purchase", 400)]
     client.record_interactions(
         [
-            {"user_id": "u", "item_id": i, "event_type": e, "occurred_at": T0 - timedelta(days=d)}
+            {
+                "user_id": "u",
+                "item_id": i,
+                "event_type": e,
+                "occurred_at": T0 - timedelta(days=d, microseconds=-654_321),
+            }
             for i, e, d in rows
         ]
     )
@@ -327,13 +332,23 @@ def test_refresh_stores_the_heaviest_positive_interactions(
         " interaction_id desc) from pgrecs._history('u') where weight > 0"
     ).fetchone()
     row = client.conn.execute(
-        "select because_of_interactions, because_of_weights, because_of_history"
-        " from pgrecs.users where user_id = 'u'"
+        "select because_of_interactions, because_of_weights, because_of_history,"
+        " because_of_items, because_of_at from pgrecs.users where user_id = 'u'"
     ).fetchone()
     n = limit if limit > 0 else len(live[0])
     stored = dict(zip(row[0], row[1], strict=True))  # the choice matters, not the order
     assert sorted(stored) == sorted(live[0][:n]) and row[2] == limit
     assert [stored[i] for i in live[0][:n]] == pytest.approx(live[1][:n], rel=1e-12)
+    # each listed interaction's item and time, exactly as the log has them (the microseconds
+    # of the times below are not zero)
+    logged = {
+        r[0]: (r[1], r[2])
+        for r in client.conn.execute(
+            "select interaction_id, item_id, occurred_at from pgrecs.interactions"
+            " where user_id = 'u'"
+        )
+    }
+    assert list(zip(row[3], row[4], strict=True)) == [logged[i] for i in row[0]]
     # the purchase 40 days ago (3 x 0.5 ** (40 / 30)), then three clicks at T0: the later
     # recorded first (limit 3 cuts between them)
     assert live[2][:4] == ["xy", "z", "y", "x"]

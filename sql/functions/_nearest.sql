@@ -60,8 +60,12 @@ begin
         stmt := stmt || ' and i.attributes operator(pg_catalog.@>) $4';
     end if;
     if exclude_user is not null then
+        -- A walk probes the user's interactions for each row it visits; `offset 0` keeps the
+        -- probe a subplan instead of an anti-join, which costs about 0.3 ms more to plan on every
+        -- call and runs the same probes. An exact scan lets the planner pick the join.
         stmt := stmt || ' and not exists (select from pgrecs.interactions as x'
-            ' where x.user_id = $5 and x.item_id = i.item_id)';
+            ' where x.user_id = $5 and x.item_id = i.item_id'
+            || case when exact then ')' else ' offset 0)' end;
     end if;
     if exclude_ids is not null then
         stmt := stmt || ' and i.item_id <> all($6)';

@@ -263,43 +263,54 @@ begin
 
         -- Greedy pick: dedup against anchors and picked rows; MMR when diversity > 0.
         n_c := cardinality(c_ids);
-        v_drop := array_fill(false, array[n_c]);
-        v_max_sim := array_fill(0::float8, array[n_c]);
-        v_ids := '{}'; v_scores := '{}'; v_srcs := '{}';
-        foreach a in array coalesce(anchors, '{}') loop
-            for j in 1 .. n_c loop
-                if not v_drop[j] and 1 - (c_emb[j] operator(public.<=>) a) >= v_dedup then
-                    v_drop[j] := true;
-                end if;
+        if v_d = 0 and not exists (
+            -- Without MMR the pick takes the candidates in order and only drops near-duplicates:
+            -- when no two of the first k are near-duplicates and none is one of an anchor, they
+            -- are the answer (one statement instead of the loops below, about 0.4 ms)
+            select from unnest(c_emb[1:k]) with ordinality as x(embedding, n)
+            join unnest(c_emb[1:k] || coalesce(anchors, '{}')) with ordinality as y(embedding, n)
+              on y.n > x.n
+            where 1 - (x.embedding operator(public.<=>) y.embedding) >= v_dedup) then
+            v_ids := c_ids[1:k]; v_scores := c_rel[1:k]; v_srcs := c_src[1:k];
+        else
+            v_drop := array_fill(false, array[n_c]);
+            v_max_sim := array_fill(0::float8, array[n_c]);
+            v_ids := '{}'; v_scores := '{}'; v_srcs := '{}';
+            foreach a in array coalesce(anchors, '{}') loop
+                for j in 1 .. n_c loop
+                    if not v_drop[j] and 1 - (c_emb[j] operator(public.<=>) a) >= v_dedup then
+                        v_drop[j] := true;
+                    end if;
+                end loop;
             end loop;
-        end loop;
-        while cardinality(v_ids) < k loop
-            v_best := 0;
-            for j in 1 .. n_c loop
-                continue when v_drop[j];
-                v_value := case when v_d > 0 then (1 - v_d) * c_rel[j] - v_d * v_max_sim[j]
-                                else c_rel[j] end;
-                if v_best = 0 or v_value > v_best_value then
-                    v_best := j;
-                    v_best_value := v_value;
-                end if;
-                exit when v_d = 0;  -- sorted by relevance: the first one left wins
+            while cardinality(v_ids) < k loop
+                v_best := 0;
+                for j in 1 .. n_c loop
+                    continue when v_drop[j];
+                    v_value := case when v_d > 0 then (1 - v_d) * c_rel[j] - v_d * v_max_sim[j]
+                                    else c_rel[j] end;
+                    if v_best = 0 or v_value > v_best_value then
+                        v_best := j;
+                        v_best_value := v_value;
+                    end if;
+                    exit when v_d = 0;  -- sorted by relevance: the first one left wins
+                end loop;
+                exit when v_best = 0;
+                v_ids := v_ids || c_ids[v_best];
+                v_scores := v_scores || v_best_value;
+                v_srcs := v_srcs || c_src[v_best];
+                v_drop[v_best] := true;
+                for j in 1 .. n_c loop
+                    continue when v_drop[j];
+                    v_sim := 1 - (c_emb[j] operator(public.<=>) c_emb[v_best]);
+                    if v_sim >= v_dedup then
+                        v_drop[j] := true;
+                    elsif v_sim > v_max_sim[j] then
+                        v_max_sim[j] := v_sim;
+                    end if;
+                end loop;
             end loop;
-            exit when v_best = 0;
-            v_ids := v_ids || c_ids[v_best];
-            v_scores := v_scores || v_best_value;
-            v_srcs := v_srcs || c_src[v_best];
-            v_drop[v_best] := true;
-            for j in 1 .. n_c loop
-                continue when v_drop[j];
-                v_sim := 1 - (c_emb[j] operator(public.<=>) c_emb[v_best]);
-                if v_sim >= v_dedup then
-                    v_drop[j] := true;
-                elsif v_sim > v_max_sim[j] then
-                    v_max_sim[j] := v_sim;
-                end if;
-            end loop;
-        end loop;
+        end if;
 
         if v_got < v_n and not v_exact then
             v_exact := true;  -- the walk stopped early (hnsw.max_scan_tuples): finish exactly

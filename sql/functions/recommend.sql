@@ -13,9 +13,10 @@
 -- heaviest positive interactions (0: all of them; ties: the more recent, then the later
 -- recorded), i.e. the first row of pgrecs.explain whenever the user has no more positive
 -- interactions than that; NULL when no such item is similar. A current stored row carries that
--- list (pgrecs.users.because_of_interactions and _weights, written by the refresh with the same
--- rule), so a refreshed user's call does not weigh the history; otherwise one pass over the
--- history yields it.
+-- list (pgrecs.users.because_of_items, _at and _weights, written by the refresh with the same
+-- rule), so a refreshed user's call neither weighs the history nor reads the interactions;
+-- a row written before revision 0011 has only the interaction ids, read by primary key; otherwise
+-- one pass over the history yields the list.
 -- Returns min(k, eligible) rows, best first.
 create or replace function pgrecs.recommend(
     user_id text,
@@ -67,8 +68,9 @@ begin
     from pgrecs.interactions as x where x.user_id = v_user;
     if v_count > 0 then
         select u.content_vector, u.collab_vector, u.because_of_interactions,
-               u.because_of_weights, u.because_of_history
-          into v_content, v_collab, v_top_interactions, v_top_weights, v_stored_limit
+               u.because_of_weights, u.because_of_history, u.because_of_items, u.because_of_at
+          into v_content, v_collab, v_top_interactions, v_top_weights, v_stored_limit,
+               v_top_ids, v_top_at
         from pgrecs.users as u
         where u.user_id = v_user and u.refreshed_through = v_last
           and u.interaction_count = v_count;
@@ -78,11 +80,14 @@ begin
     -- the argument checks: a setting only fails the path that uses it).
     if v_content is not null and cardinality(v_top_interactions) > 0
        and v_stored_limit = coalesce(pgrecs._setting('because_of_history')::integer, 100) then
-        -- the row is current: its interactions are all there (same snapshot as the count)
-        select array_agg(x.item_id order by h.n), array_agg(x.occurred_at order by h.n)
-          into v_top_ids, v_top_at
-        from unnest(v_top_interactions) with ordinality as h(interaction_id, n)
-        join pgrecs.interactions as x on x.interaction_id = h.interaction_id;
+        if v_top_ids is null or v_top_at is null then
+            -- a row written before revision 0011: it lists the interactions only; the row is
+            -- current, so they are all there (same snapshot as the count)
+            select array_agg(x.item_id order by h.n), array_agg(x.occurred_at order by h.n)
+              into v_top_ids, v_top_at
+            from unnest(v_top_interactions) with ordinality as h(interaction_id, n)
+            join pgrecs.interactions as x on x.interaction_id = h.interaction_id;
+        end if;
         if not exclude_seen then
             select array_agg(distinct h.item_id) into v_negatives
             from pgrecs._history(v_user) as h where h.weight < 0;
