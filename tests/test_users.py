@@ -354,6 +354,29 @@ def test_refresh_stores_the_heaviest_positive_interactions(
     assert live[2][:4] == ["xy", "z", "y", "x"]
 
 
+def test_the_stored_items_survive_any_text(client: pgrecs.Client) -> None:
+    """Item ids go into the stored list as a binary text[] built for the whole chunk: ids that
+    are not ASCII, empty-looking or full of array punctuation come back as they were, each
+    user's own (two users in one chunk)."""
+    odd = ["café", 'x,"y{}', "\\n", "a b", "日本語のアイテム", "z"]
+    insert_items(client.conn, [(i, V["x"]) for i in odd[:-1]])
+    client.record_interactions(
+        [{"user_id": "u1", "item_id": i, "event_type": "click"} for i in odd]
+        + [{"user_id": "u2", "item_id": i, "event_type": "view"} for i in ("z", "café")]
+    )
+    client.refresh_users(progress=False)
+    rows = client.conn.execute(
+        "select u.user_id, u.because_of_items,"
+        " array(select x.item_id from unnest(u.because_of_interactions) with ordinality"
+        "       as h(id, n) join pgrecs.interactions as x on x.interaction_id = h.id"
+        "       order by h.n)"
+        " from pgrecs.users as u order by u.user_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["u1", "u2"]
+    assert all(r[1] == r[2] for r in rows)
+    assert sorted(rows[0][1]) == sorted(odd) and sorted(rows[1][1]) == ["café", "z"]
+
+
 @pytest.mark.parametrize(
     ("value", "stored"), [('"many"', None), ("2.5", None), ("2.0", 2), ("null", 100)]
 )
