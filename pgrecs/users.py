@@ -263,14 +263,12 @@ def _refresh_chunk(
             (items.ids.get(item_id, -1) for r in rows for item_id in r[3]), np.int64
         )
         raw = np.concatenate([np.asarray(r[4], np.float64) for r in rows] or [np.zeros(0)])
-        micros = np.concatenate(
-            [np.asarray(r[5], np.int64) for r in rows] or [np.zeros(0, np.int64)]
-        )
-        times = micros / 1e6  # seconds since 1970, as extract(epoch from occurred_at)::float8
+        times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
         weights = decayed_weights(user_rows, raw, times, half_life)
         ids = np.concatenate([np.asarray(r[6], np.int64) for r in rows] or [np.zeros(0, np.int64)])
+        at = np.concatenate([np.asarray(r[7], np.int64) for r in rows] or [np.zeros(0, np.int64)])
         item_ids = [item_id for r in rows for item_id in r[3]]
-        because_of = _because_of_arrays(user_rows, weights, times, ids, item_ids, micros, n, limit)
+        because_of = _because_of_arrays(user_rows, weights, times, ids, item_ids, at, n, limit)
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
             weighted_means(
@@ -336,14 +334,15 @@ def _because_of_arrays(
     times: np.ndarray,
     interaction_ids: np.ndarray,
     item_ids: Sequence[str],
-    micros: np.ndarray,
+    at: np.ndarray,
     n: int,
     limit: int | None,
 ) -> list[dict[str, Any]]:
     """Per user of the chunk, the stored because_of list (because_of_lists): the interactions,
-    their weights, items and times (`micros`: microseconds since 1970, exact), as PostgreSQL
-    binary arrays built for the whole chunk at once: a refresh sends about four hundred values
-    per user, too many to adapt one by one. NULLs when the setting is not a whole number."""
+    their weights, items and times (`at`: as timestamptz's binary format holds them), as
+    PostgreSQL binary arrays built for the whole chunk at once: a refresh sends about four
+    hundred values per user, too many to adapt one by one. NULLs when the setting is not a
+    whole number."""
     keys = ("because_of_interactions", "because_of_weights", "because_of_items", "because_of_at")
     if limit is None:
         return [dict.fromkeys((*keys, "because_of_history"))] * n
@@ -353,7 +352,7 @@ def _because_of_arrays(
     for kind, values in (
         (_Int8Array, interaction_ids),
         (_Float8Array, weights),
-        (_TimestamptzArray, micros - _POSTGRES_EPOCH_MICROS),
+        (_TimestamptzArray, at),
     ):
         elements = np.empty(len(order), dtype=[("size", ">i4"), ("value", kind.dtype)])
         elements["size"] = 8
@@ -396,9 +395,6 @@ def _text_elements(values: list[str]) -> tuple[bytes, list[int]]:
     text_starts = starts[:-1] + 4 - (np.cumsum(lengths) - lengths)
     out[np.repeat(text_starts, lengths) + np.arange(len(joined))] = np.frombuffer(joined, np.uint8)
     return out.tobytes(), starts.tolist()
-
-
-_POSTGRES_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01, where PostgreSQL counts time from
 
 
 def _binary_array(kind: type[_BinaryArray], length: int, data: bytes) -> _BinaryArray:

@@ -749,6 +749,20 @@ def test_interaction_weights_are_zero_or_between_1e_6_and_1e6(
             shop.execute(insert, (weight,))
 
 
+@pytest.mark.parametrize("when", ["infinity", "-infinity"])
+def test_interaction_times_are_finite(shop: psycopg.Connection, when: str) -> None:
+    """An infinite occurred_at is refused when written: it would make every later call of that
+    user's recommend fail (an interval out of range) and has no weight to give."""
+    with pytest.raises(psycopg.errors.CheckViolation, match="interactions_occurred_at_check"):
+        shop.execute(
+            "insert into pgrecs.interactions (user_id, item_id, event_type, occurred_at)"
+            " values ('u1', 'a1', 'click', %s)",
+            (when,),
+        )
+    record(shop, "u1", "a1", "click")
+    assert recommend(shop, "'u1', k => 2")
+
+
 def test_interactions_many_half_lives_old_do_not_underflow(shop: psycopg.Connection) -> None:
     """An interaction 10,000 half-lives old weighs 2**-100 (the cap); times a vector element of
     1e-20 that is below single precision, which used to fail the live user vector."""

@@ -16,6 +16,11 @@ Create Date: 2026-12-03
 - pgrecs._rank: without MMR (diversity 0), when no two of the first k candidates are
   near-duplicates and none is a near-duplicate of an input item, the first k candidates are
   the answer: one statement checks that, and the greedy loops run only when it fails.
+- pgrecs.interactions: occurred_at must be finite (check interactions_occurred_at_check, added
+  NOT VALID: new rows are checked at once, the log is not scanned under the migration's lock;
+  `alter table pgrecs.interactions validate constraint interactions_occurred_at_check` checks
+  older rows). pgrecs.record_interaction already refused infinity; a plain INSERT of it made
+  every later `recommend` call of that user fail with "interval out of range".
 - pgrecs._nearest: a walk's NOT EXISTS probe of pgrecs.interactions ends in `offset 0`, which
   keeps it a subplan (the same index probe for each visited row) instead of an anti-join the
   planner costs on every call. Exact scans keep the join.
@@ -45,6 +50,8 @@ comment on column pgrecs.users.because_of_items is
     'The items of because_of_interactions, in the same order; NULL in rows written before revision 0011';
 comment on column pgrecs.users.because_of_at is
     'Their occurred_at, in the same order; NULL in rows written before revision 0011';
+alter table pgrecs.interactions
+    add constraint interactions_occurred_at_check check (isfinite(occurred_at)) not valid;
 """)
     execute_sql_file("0011", "_nearest.sql")
     execute_sql_file("0011", "_rank.sql")
@@ -56,6 +63,7 @@ def downgrade() -> None:
     execute_sql_file("0010", "_rank.sql")
     execute_sql_file("0008", "_nearest.sql")
     execute_sql("""
+alter table pgrecs.interactions drop constraint interactions_occurred_at_check;
 alter table pgrecs.users
     drop constraint users_because_of_items_check,
     drop column because_of_items,
