@@ -257,17 +257,15 @@ def _refresh_chunk(
         for row, r in zip(order.tolist(), rows, strict=True):
             last[row] = r[2]
         user_rows = np.repeat(order, sizes)
+        item_ids = [item_id for r in rows for item_id in r[3]]
         if items is None:
-            items = ItemVectors.load(conn, sorted({i for r in rows for i in r[3]}))
-        item_rows = np.fromiter(
-            (items.ids.get(item_id, -1) for r in rows for item_id in r[3]), np.int64
-        )
+            items = ItemVectors.load(conn, sorted(set(item_ids)))
+        item_rows = np.fromiter((items.ids.get(i, -1) for i in item_ids), np.int64, len(item_ids))
         raw = np.concatenate([np.asarray(r[4], np.float64) for r in rows] or [np.zeros(0)])
         times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
         weights = decayed_weights(user_rows, raw, times, half_life)
         ids = np.concatenate([np.asarray(r[6], np.int64) for r in rows] or [np.zeros(0, np.int64)])
         at = np.concatenate([np.asarray(r[7], np.int64) for r in rows] or [np.zeros(0, np.int64)])
-        item_ids = [item_id for r in rows for item_id in r[3]]
         because_of = _because_of_arrays(user_rows, weights, times, ids, item_ids, at, n, limit)
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
