@@ -94,16 +94,12 @@ select user_id from pgrecs.users
 order by 1;
 
 -- name: user_histories
--- One row per user with interactions: count, newest id, and the history as parallel arrays.
+-- One row per user with interactions: count, newest id, and the history as parallel arrays
+-- (read in binary as numpy arrays: pgrecs.users._HISTORY_LOADERS). occurred_at goes as it is:
+-- computing epoch seconds here (numeric arithmetic) took half the query's time.
 select x.user_id, count(*), max(x.interaction_id), array_agg(x.item_id),
-       array_agg(coalesce(x.weight, e.weight)), array_agg(extract(epoch from x.occurred_at)::float8),
-       array_agg(x.interaction_id),
-       -- occurred_at exactly, as PostgreSQL's binary format holds it: microseconds since
-       -- 2000-01-01, the largest and smallest bigint for infinity and -infinity
-       array_agg(case when isfinite(x.occurred_at)
-                      then ((extract(epoch from x.occurred_at) - 946684800) * 1000000)::bigint
-                      when x.occurred_at > 'epoch' then 9223372036854775807
-                      else -9223372036854775808 end)
+       array_agg(coalesce(x.weight, e.weight)), array_agg(x.interaction_id),
+       array_agg(x.occurred_at)
 from pgrecs.interactions as x
 join pgrecs.event_types as e on e.event_type = x.event_type
 where x.user_id = any(%(user_ids)s)

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import pq
-from psycopg.adapt import Dumper
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper, Loader
 from psycopg.postgres import types as pg_types
 from scipy import sparse
 from tqdm import tqdm
@@ -250,6 +251,8 @@ def _refresh_chunk(
         # One statement, one snapshot: the stored count and newest id describe exactly the
         # interactions the vectors were computed from.
         with conn.cursor(binary=True) as cur:
+            for oid, loader in _HISTORY_LOADERS.items():
+                cur.adapters.register_loader(oid, loader)
             rows = cur.execute(query("user_histories"), {"user_ids": chunk}).fetchall()
         order = np.array([position[r[0]] for r in rows], np.int64)
         sizes = np.array([r[1] for r in rows], np.int64)
@@ -261,11 +264,11 @@ def _refresh_chunk(
         if items is None:
             items = ItemVectors.load(conn, sorted(set(item_ids)))
         item_rows = np.fromiter((items.ids.get(i, -1) for i in item_ids), np.int64, len(item_ids))
-        raw = np.concatenate([np.asarray(r[4], np.float64) for r in rows] or [np.zeros(0)])
-        times = np.concatenate([np.asarray(r[5], np.float64) for r in rows] or [np.zeros(0)])
+        raw = np.concatenate([r[4] for r in rows] or [np.zeros(0)])
+        ids = np.concatenate([r[5] for r in rows] or [np.zeros(0, np.int64)])
+        at = np.concatenate([r[6] for r in rows] or [np.zeros(0, np.int64)])
+        times = _epoch_seconds(at)
         weights = decayed_weights(user_rows, raw, times, half_life)
-        ids = np.concatenate([np.asarray(r[6], np.int64) for r in rows] or [np.zeros(0, np.int64)])
-        at = np.concatenate([np.asarray(r[7], np.int64) for r in rows] or [np.zeros(0, np.int64)])
         because_of = _because_of_arrays(user_rows, weights, times, ids, item_ids, at, n, limit)
         content = weighted_means(user_rows, item_rows, weights, items.content, n)
         collab = (
@@ -456,6 +459,52 @@ _DUMPERS: dict[type[_BinaryArray], type[_ArrayDumper]] = {
     _TimestamptzArray: _TimestamptzArrayDumper,
     _TextArray: _TextArrayDumper,
 }
+
+
+class _NumpyArrayLoader(Loader):
+    """A one-dimensional binary array of 8-byte values without NULLs, as a numpy array: the
+    history's arrays hold about 100 values per user, too many to load one by one."""
+
+    format = pq.Format.BINARY
+    dtype: np.dtype[Any]
+
+    def load(self, data: Buffer) -> np.ndarray:
+        ndim, has_nulls = struct.unpack_from(">ii", data)
+        if ndim == 0:
+            return np.zeros(0, self.dtype.newbyteorder("="))
+        if ndim != 1 or has_nulls:
+            raise psycopg.DataError("expected a one-dimensional array without NULLs")
+        elements = np.frombuffer(data, [("size", ">i4"), ("value", self.dtype)], offset=20)
+        return elements["value"].astype(self.dtype.newbyteorder("="))
+
+
+class _Int8ArrayLoader(_NumpyArrayLoader):
+    dtype = np.dtype(">i8")
+
+
+class _Float8ArrayLoader(_NumpyArrayLoader):
+    dtype = np.dtype(">f8")
+
+
+# timestamptz: microseconds since 2000-01-01 UTC; infinity and -infinity are the largest and
+# the smallest int64.
+_TimestamptzArrayLoader = _Int8ArrayLoader
+_PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+_HISTORY_LOADERS: dict[int, type[_NumpyArrayLoader]] = {
+    pg_types["int8"].array_oid: _Int8ArrayLoader,
+    pg_types["float8"].array_oid: _Float8ArrayLoader,
+    pg_types["timestamptz"].array_oid: _TimestamptzArrayLoader,
+}
+
+
+def _epoch_seconds(at: np.ndarray) -> np.ndarray:
+    """Unix epoch seconds of timestamptz values in binary form (`at`), what
+    extract(epoch from ...)::float8 gives: the exact microseconds, rounded once; infinite
+    timestamps give infinite seconds."""
+    top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    finite = (at != top) & (at != bottom)
+    seconds = (np.where(finite, at, 0) + _PG_EPOCH_MICROS) / 1e6
+    return np.where(finite, seconds, np.where(at == top, np.inf, -np.inf))
 
 
 def _vector(row: np.ndarray) -> np.ndarray | None:

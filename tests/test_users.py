@@ -397,3 +397,44 @@ def test_the_list_follows_the_setting_as_recommend_reads_it(
         " because_of_history from pgrecs.users where user_id = 'u'"
     ).fetchone()
     assert row == (True, None if stored is None else min(stored, 3), stored)
+
+
+def test_the_history_arrays_load_as_postgresql_holds_them(client: pgrecs.Client) -> None:
+    """The refresh reads the history's arrays in binary as numpy arrays, and epoch seconds from
+    the timestamps' microseconds: equal to what extract(epoch ...)::float8 gives, infinities
+    (allowed in the log before 0011) included, and equal to the exact microseconds."""
+    times = [
+        "2026-10-01 12:34:56.654321+00",
+        "1999-12-31 23:59:59.999999+00",
+        "1970-01-01 00:00:00.000001+00",
+        "2263-06-30 01:02:03.000007+00",
+        "infinity",
+        "-infinity",
+    ]
+    with client.conn.cursor(binary=True) as cur:
+        for oid, loader in users._HISTORY_LOADERS.items():
+            cur.adapters.register_loader(oid, loader)
+        at, seconds, ids, weights, empty = cur.execute(
+            "select array_agg(t order by n), array_agg(extract(epoch from t)::float8 order by n),"
+            " array_agg((n * 1e15)::bigint - 3 order by n), array_agg(n / 7.0::float8 order by n),"
+            " '{}'::float8[]"
+            " from unnest(%s::timestamptz[]) with ordinality as u(t, n)",
+            (times,),
+        ).fetchone()
+    assert isinstance(at, np.ndarray) and at.dtype == np.int64
+    np.testing.assert_array_equal(users._epoch_seconds(at), seconds)
+    finite = [datetime.fromisoformat(t) for t in times[:4]]
+    assert at[:4].tolist() == [
+        (t - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) for t in finite
+    ]
+    assert ids.tolist() == [n * 10**15 - 3 for n in range(1, 7)]
+    assert weights.tolist() == [n / 7.0 for n in range(1, 7)]
+    assert empty.shape == (0,) and empty.dtype == np.float64
+    with (
+        pytest.raises(psycopg.DataError, match="without NULLs"),
+        client.conn.cursor(binary=True) as cur,
+    ):
+        cur.adapters.register_loader(
+            psycopg.postgres.types["float8"].array_oid, users._Float8ArrayLoader
+        )
+        cur.execute("select array[1.0, null]::float8[]").fetchone()
