@@ -503,7 +503,12 @@ def _epoch_seconds(at: np.ndarray) -> np.ndarray:
     timestamps give infinite seconds."""
     top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     finite = (at != top) & (at != bottom)
-    seconds = (np.where(finite, at, 0) + _PG_EPOCH_MICROS) / 1e6
+    roomy = finite & (at <= top - _PG_EPOCH_MICROS)  # all but PostgreSQL's last 30 years
+    seconds = np.where(
+        roomy,
+        (np.where(roomy, at, 0) + _PG_EPOCH_MICROS) / 1e6,
+        at / 1e6 + _PG_EPOCH_MICROS / 1e6,
+    )
     return np.where(finite, seconds, np.where(at == top, np.inf, -np.inf))
 
 
