@@ -503,11 +503,14 @@ def _epoch_seconds(at: np.ndarray) -> np.ndarray:
     timestamps give infinite seconds."""
     top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     finite = (at != top) & (at != bottom)
-    roomy = finite & (at <= top - _PG_EPOCH_MICROS)  # all but PostgreSQL's last 30 years
+    # Between 1685 and 2255 the Unix microseconds are exact in a float64: one division rounds
+    # once. Beyond, whole seconds (exact) plus the fraction: the sum rounds as one would.
+    near = finite & (np.abs(at) < 2**53 - _PG_EPOCH_MICROS)
+    whole, micros = np.divmod(at, 1_000_000)
     seconds = np.where(
-        roomy,
-        (np.where(roomy, at, 0) + _PG_EPOCH_MICROS) / 1e6,
-        at / 1e6 + _PG_EPOCH_MICROS / 1e6,
+        near,
+        (np.where(near, at, 0) + _PG_EPOCH_MICROS) / 1e6,
+        (whole + _PG_EPOCH_MICROS // 1_000_000).astype(np.float64) + micros / 1e6,
     )
     return np.where(finite, seconds, np.where(at == top, np.inf, -np.inf))
 
