@@ -406,30 +406,30 @@ def _binary_array(kind: type[_BinaryArray], length: int, data: bytes) -> _Binary
 
 
 class _BinaryArray(bytes):
-    """An array already in PostgreSQL's binary array format."""
+    """An array already in PostgreSQL's binary array format. Each kind below names its element
+    type, and the numpy dtype of its elements in that format (text has none)."""
 
     element_oid: int
+    array_oid: int
     dtype: str = ""
 
 
-class _Int8Array(_BinaryArray):
-    element_oid, dtype = pg_types["int8"].oid, ">i8"
+def _kind(element: str, dtype: str = "") -> type[_BinaryArray]:
+    info = pg_types[element]
+    attributes = {"element_oid": info.oid, "array_oid": info.array_oid, "dtype": dtype}
+    return type(f"_{element.capitalize()}Array", (_BinaryArray,), attributes)
 
 
-class _Float8Array(_BinaryArray):
-    element_oid, dtype = pg_types["float8"].oid, ">f8"
-
-
-class _TimestamptzArray(_BinaryArray):
-    element_oid, dtype = pg_types["timestamptz"].oid, ">i8"
-
-
-class _TextArray(_BinaryArray):
-    element_oid = pg_types["text"].oid
+_Int8Array = _kind("int8", ">i8")
+_Float8Array = _kind("float8", ">f8")
+# timestamptz: microseconds since 2000-01-01 UTC; infinity and -infinity are the largest and
+# the smallest int64.
+_TimestamptzArray = _kind("timestamptz", ">i8")
+_TextArray = _kind("text")
 
 
 class _ArrayDumper(Dumper):
-    """Sends bytes that already are a binary array."""
+    """Sends bytes that already are a binary array (`oid`: the array type's)."""
 
     format = pq.Format.BINARY
 
@@ -437,27 +437,9 @@ class _ArrayDumper(Dumper):
         return bytes(obj)
 
 
-class _Int8ArrayDumper(_ArrayDumper):
-    oid = pg_types["int8"].array_oid
-
-
-class _Float8ArrayDumper(_ArrayDumper):
-    oid = pg_types["float8"].array_oid
-
-
-class _TimestamptzArrayDumper(_ArrayDumper):
-    oid = pg_types["timestamptz"].array_oid
-
-
-class _TextArrayDumper(_ArrayDumper):
-    oid = pg_types["text"].array_oid
-
-
 _DUMPERS: dict[type[_BinaryArray], type[_ArrayDumper]] = {
-    _Int8Array: _Int8ArrayDumper,
-    _Float8Array: _Float8ArrayDumper,
-    _TimestamptzArray: _TimestamptzArrayDumper,
-    _TextArray: _TextArrayDumper,
+    kind: type(f"{kind.__name__}Dumper", (_ArrayDumper,), {"oid": kind.array_oid})
+    for kind in (_Int8Array, _Float8Array, _TimestamptzArray, _TextArray)
 }
 
 
@@ -478,23 +460,13 @@ class _NumpyArrayLoader(Loader):
         return elements["value"].astype(self.dtype.newbyteorder("="))
 
 
-class _Int8ArrayLoader(_NumpyArrayLoader):
-    dtype = np.dtype(">i8")
-
-
-class _Float8ArrayLoader(_NumpyArrayLoader):
-    dtype = np.dtype(">f8")
-
-
-# timestamptz: microseconds since 2000-01-01 UTC; infinity and -infinity are the largest and
-# the smallest int64.
-_TimestamptzArrayLoader = _Int8ArrayLoader
-_PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 _HISTORY_LOADERS: dict[int, type[_NumpyArrayLoader]] = {
-    pg_types["int8"].array_oid: _Int8ArrayLoader,
-    pg_types["float8"].array_oid: _Float8ArrayLoader,
-    pg_types["timestamptz"].array_oid: _TimestamptzArrayLoader,
+    kind.array_oid: type(
+        f"{kind.__name__}Loader", (_NumpyArrayLoader,), {"dtype": np.dtype(kind.dtype)}
+    )
+    for kind in (_Int8Array, _Float8Array, _TimestamptzArray)
 }
+_PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 
 
 def _epoch_seconds(at: np.ndarray) -> np.ndarray:

@@ -438,7 +438,6 @@ def test_the_history_arrays_load_as_postgresql_holds_them(client: pgrecs.Client)
         pytest.raises(psycopg.DataError, match="without NULLs"),
         client.conn.cursor(binary=True) as cur,
     ):
-        cur.adapters.register_loader(
-            psycopg.postgres.types["float8"].array_oid, users._Float8ArrayLoader
-        )
+        float8_array = psycopg.postgres.types["float8"].array_oid
+        cur.adapters.register_loader(float8_array, users._HISTORY_LOADERS[float8_array])
         cur.execute("select array[1.0, null]::float8[]").fetchone()
