@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -15,6 +15,25 @@ import psycopg
 from pgrecs import embedded
 from pgrecs.config import ENVIRONMENT_HELP, masked
 from pgrecs.errors import ConfigurationError, InvalidParameter, PgrecsError
+
+
+def _ranged(
+    cast: Callable[[str], float], low: float, high: float | None = None, *, above: bool = False
+) -> Callable[[str], Any]:
+    """An argparse type: a number in [low, high] (above: greater than low). Out of range is a
+    usage error (exit 2), like a value that is not a number."""
+    bounds = f"> {low:g}" if above else f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (value > low if above else value >= low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({bounds})")
+        return value
+
+    return parse
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -47,7 +66,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             "--downgrade needs --revision (e.g. --revision 0006; --revision base drops every "
             "pgrecs table and its data)"
         )
-    x = {"dim": str(args.dim), "collab_dim": str(args.collab_dim)}
+    # only the dimensions given: an existing schema keeps its own (and refuses others)
+    x = {k: str(v) for k, v in (("dim", args.dim), ("collab_dim", args.collab_dim)) if v}
     if args.downgrade:
         migrate.downgrade(args.database_url, args.revision, sql=args.sql, **x)
     else:
@@ -76,17 +96,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
         option = "--reembed-all" if args.reembed_all else "--switch-sql"
         print(f"pgrecs embed: error: {option} needs --model", file=sys.stderr)
         return 2
-    if args.poll_interval <= 0 or args.batch_size < 1:
-        print(
-            "pgrecs embed: error: --poll-interval and --batch-size must be positive",
-            file=sys.stderr,
-        )
-        return 2
     with _client(args) as client:
         if args.switch_sql:
             print(embed.switch_sql(client.conn, args.model), end="")
             return 0
-        embedder = embed.SentenceTransformerEmbedder(args.model, batch_size=args.batch_size)
+        embedder = embed.SentenceTransformerEmbedder(
+            args.model, batch_size=args.batch_size, progress=not args.quiet
+        )
         if args.reembed_all:
             print(client.reembed_all(embedder, progress=not args.quiet))
             return 0
@@ -133,12 +149,6 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from pgrecs import users, watch
     from pgrecs.db import resolve_url
 
-    if args.chunk_size < 1 or args.poll_interval <= 0:
-        print(
-            "pgrecs refresh: error: --chunk-size and --poll-interval must be positive",
-            file=sys.stderr,
-        )
-        return 2
     if not args.watch:
         with _client(args) as client:
             report = users.refresh_users(
@@ -236,9 +246,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         return 2
     if args.sample_users is not None:
-        if args.sample_users < 10:
-            print("pgrecs evaluate: error: --sample-users must be at least 10", file=sys.stderr)
-            return 2
         dataset = evaluate.sample(dataset, args.sample_users, seed=args.seed)
     settings: dict[str, Any] = {}
     for item in args.set or []:
@@ -252,7 +259,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)  # before the long run: a bad --out fails now
     if not os.access(out, os.W_OK):
         raise ConfigurationError(f"--out {out}: the folder is not writable")
-    embedder = SentenceTransformerEmbedder(args.model)
+    embedder = SentenceTransformerEmbedder(args.model, progress=not args.quiet)
     url = evaluate.scratch_database(args.scratch_url, embedder.dimension)
     size = f"{len(dataset.items)} items, {len(dataset.ratings)} ratings"
     print(f"evaluating in {masked(url)} ({size})")
@@ -287,9 +294,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from pgrecs import bench
 
-    if args.queries < 10 or args.qps_seconds < 0:
-        print("pgrecs bench: error: --queries must be >= 10, --qps-seconds >= 0", file=sys.stderr)
-        return 2
     chroma = not args.no_chroma
     if chroma and not bench.chroma_available():
         print(f"pgrecs bench: {bench.CHROMA_INSTALL}; running the PostgreSQL part only")
@@ -326,10 +330,12 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version="pgrecs 0.1.0")
-    top.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="PostgreSQL URL or conninfo (default: $PGRECS_DATABASE_URL, PG*, else embedded)",
+    database_help = "PostgreSQL URL or conninfo (default: $PGRECS_DATABASE_URL, PG*, else embedded)"
+    top.add_argument("--database-url", metavar="URL", help=database_help)
+    # also accepted after the command; SUPPRESS: absent there, the value given before stays
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url", metavar="URL", default=argparse.SUPPRESS, help=database_help
     )
     subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -340,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
             description=help_,
             epilog=ENVIRONMENT_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
         )
 
     p = sub("db", "start, stop or locate the embedded PostgreSQL")
@@ -358,9 +365,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sql", action="store_true", help="print the SQL for a DBA instead of running it"
     )
-    p.add_argument("--dim", type=int, default=384, help="content vector dimension (default 384)")
     p.add_argument(
-        "--collab-dim", type=int, default=64, help="collaborative dimension (default 64)"
+        "--dim",
+        type=int,
+        help="content vector dimension of a new schema (default 384; an existing schema "
+        "keeps its own and refuses another)",
+    )
+    p.add_argument(
+        "--collab-dim", type=int, help="collaborative dimension of a new schema (default 64)"
     )
     p.set_defaults(func=cmd_migrate, usage_error=p.error)
 
@@ -377,7 +389,9 @@ def parser() -> argparse.ArgumentParser:
         help="sentence-transformers name or path (default: $PGRECS_MODEL "
         "or the bundled all-MiniLM-L6-v2)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="model batch size (default 64)")
+    p.add_argument(
+        "--batch-size", type=_ranged(int, 1), default=64, help="model batch size (default 64)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
@@ -399,7 +413,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=_ranged(float, 0, above=True),
         default=60.0,
         metavar="SECONDS",
         help="with --watch: also catch up this often (default 60)",
@@ -408,7 +422,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub("similar", "items similar to an item (pgrecs.similar_items)")
     p.add_argument("item_id")
-    p.add_argument("-k", type=int, default=10, help="how many (1..1000, default 10)")
+    p.add_argument(
+        "-k", type=_ranged(int, 1, 1000), default=10, help="how many (1..1000, default 10)"
+    )
     p.add_argument("--category", action="append", help="only this category (repeatable)")
     p.add_argument("--same-category", action="store_true", help="only the item's own category")
     p.add_argument(
@@ -420,14 +436,19 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub("recommend", "recommendations for a user (pgrecs.recommend)")
     p.add_argument("user_id")
-    p.add_argument("-k", type=int, default=10, help="how many (1..1000, default 10)")
+    p.add_argument(
+        "-k", type=_ranged(int, 1, 1000), default=10, help="how many (1..1000, default 10)"
+    )
     p.add_argument("--category", action="append", help="only this category (repeatable)")
     p.add_argument(
         "--filter", metavar="JSON", help='attribute containment, e.g. \'{"format": "ebook"}\''
     )
     p.add_argument("--include-seen", action="store_true", help="keep items the user has seen")
     p.add_argument(
-        "--diversity", type=float, default=0.0, help="MMR re-ranking, 0 (off) .. 1 (default 0)"
+        "--diversity",
+        type=_ranged(float, 0, 1),
+        default=0.0,
+        help="MMR re-ranking, 0 (off) .. 1 (default 0)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_recommend)
@@ -447,11 +468,14 @@ def parser() -> argparse.ArgumentParser:
         "(LISTEN pgrecs_interactions)",
     )
     p.add_argument(
-        "--chunk-size", type=int, default=1000, help="users per transaction (default 1000)"
+        "--chunk-size",
+        type=_ranged(int, 1),
+        default=1000,
+        help="users per transaction (default 1000)",
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=_ranged(float, 0, above=True),
         default=60.0,
         metavar="SECONDS",
         help="with --watch: also catch up this often (default 60)",
@@ -463,11 +487,15 @@ def parser() -> argparse.ArgumentParser:
         "train",
         "train the collaborative two-tower model on the interaction log and make it active",
     )
-    p.add_argument("--epochs", type=int, help="passes over the log (default 20)")
-    p.add_argument("--batch-size", type=int, help="examples per step (default 512)")
-    p.add_argument("--learning-rate", type=float, help="Adam step (default 0.001)")
+    p.add_argument("--epochs", type=_ranged(int, 1), help="passes over the log (default 20)")
+    p.add_argument("--batch-size", type=_ranged(int, 1), help="examples per step (default 512)")
+    p.add_argument(
+        "--learning-rate", type=_ranged(float, 0, above=True), help="Adam step (default 0.001)"
+    )
     p.add_argument("--seed", type=int, default=0, help="same seed, same model (default 0)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=_ranged(int, 1), help="torch threads (default: torch's choice)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -483,7 +511,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="CSV with user_id, item_id, occurred_at and an optional weight (the rating)",
     )
-    p.add_argument("--sample-users", type=int, metavar="N", help="a reduced run on N users")
+    p.add_argument(
+        "--sample-users", type=_ranged(int, 10), metavar="N", help="a reduced run on N users"
+    )
     p.add_argument(
         "--weighting",
         choices=["rating", "binary", "centered"],
@@ -502,8 +532,11 @@ def parser() -> argparse.ArgumentParser:
         help="first choose weighting and settings on a validation split carved from train",
     )
     p.add_argument("--no-cold-start", action="store_true", help="skip the item cold-start run")
-    p.add_argument("--model", help="embedding model (default: the bundled all-MiniLM-L6-v2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--model",
+        help="embedding model (default: $PGRECS_MODEL or the bundled all-MiniLM-L6-v2)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling and training seed (default 0)")
     p.add_argument(
         "--scratch-url",
         metavar="URL",
@@ -521,15 +554,22 @@ def parser() -> argparse.ArgumentParser:
         "performance benchmark (spec section 6): synthetic catalogue, latency, QPS, recall@10 "
         "and the k guarantee for raw pgvector, the pgrecs functions and ChromaDB",
     )
-    p.add_argument("--size", choices=["20k", "100k", "1m"], default="100k")
-    p.add_argument("--queries", type=int, default=200, help="queries per row (default 200)")
     p.add_argument(
-        "--chroma-queries", type=int, default=50, help="queries per ChromaDB row (default 50)"
+        "--size", choices=["20k", "100k", "1m"], default="100k", help="catalogue (default 100k)"
+    )
+    p.add_argument(
+        "--queries", type=_ranged(int, 10), default=200, help="queries per row (default 200)"
+    )
+    p.add_argument(
+        "--chroma-queries",
+        type=_ranged(int, 1),
+        default=50,
+        help="queries per ChromaDB row (default 50)",
     )
     p.add_argument("--no-chroma", action="store_true", help="skip ChromaDB")
     p.add_argument(
         "--qps-seconds",
-        type=float,
+        type=_ranged(float, 0),
         default=3.0,
         help="seconds of 2-client load per row for QPS (0: skip; default 3)",
     )

@@ -75,12 +75,12 @@ class Client:
         exclude_seen_by: str | None = None,
     ) -> list[SimilarItem]:
         params = {
-            "item_id": item_id,
+            "item_id": _id(item_id, "item_id"),
             "k": _k(k, "pgrecs.similar_items"),
             "categories": _list(categories, "categories"),
             "same_category": same_category,
             "filter": _jsonb(filter),
-            "exclude_seen_by": exclude_seen_by,
+            "exclude_seen_by": _id(exclude_seen_by, "exclude_seen_by"),
         }
         return self._scored("similar_items", params)
 
@@ -95,19 +95,19 @@ class Client:
     ) -> list[Recommendation]:
         """Personal recommendations (pgrecs.recommend); an unknown user gets popular items."""
         params = {
-            "user_id": user_id,
+            "user_id": _id(user_id, "user_id"),
             "k": _k(k, "pgrecs.recommend"),
             "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
             "exclude_seen": exclude_seen,
-            "diversity": float(diversity),
+            "diversity": _number(diversity, "diversity"),
         }
         with translated(), self.conn.cursor(row_factory=class_row(Recommendation)) as cur:
             return cur.execute(query("recommend"), params).fetchall()
 
     def explain(self, user_id: str, item_id: str) -> list[Explanation]:
         """The user's interactions that pull `item_id` up, largest contribution first."""
-        params = {"user_id": user_id, "item_id": item_id}
+        params = {"user_id": _id(user_id, "user_id"), "item_id": _id(item_id, "item_id")}
         with translated(), self.conn.cursor(row_factory=class_row(Explanation)) as cur:
             return cur.execute(query("explain"), params).fetchall()
 
@@ -142,7 +142,7 @@ class Client:
             "k": _k(k, "pgrecs.popular_items"),
             "categories": _list(categories, "categories"),
             "filter": _jsonb(filter),
-            "since": since,
+            "since": _interval(since),
         }
         return self._scored("popular_items", params)
 
@@ -168,9 +168,9 @@ class Client:
     ) -> None:
         """One interaction through pgrecs.record_interaction (UnknownItem, InvalidParameter)."""
         params = {
-            "user_id": user_id,
-            "item_id": item_id,
-            "event_type": event_type,
+            "user_id": _id(user_id, "user_id"),
+            "item_id": _id(item_id, "item_id"),
+            "event_type": _id(event_type, "event_type"),
             "occurred_at": occurred_at,
         }
         with translated():
@@ -240,7 +240,7 @@ def _weights(weights: Sequence[float] | None) -> list[float] | None:
         return None
     if isinstance(weights, str | bytes):
         raise InvalidParameter(f"weights must be a list of numbers, not a string: {weights!r}")
-    return [float(w) for w in weights]
+    return [_number(w, "weights") for w in weights]
 
 
 def _k(k: int, caller: str) -> int:
@@ -255,7 +255,32 @@ def _k(k: int, caller: str) -> int:
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:
-    return Jsonb(value) if value is not None else None
+    """A filter as jsonb, checked here: psycopg would only fail to dump it at execute time."""
+    if value is None:
+        return None
+    items.check_json(value, "filter")
+    return Jsonb(value)
+
+
+def _id(value: Any, name: str) -> str | None:
+    """An id as text (an int is taken as its text, as imports do); None is left to the SQL
+    function, which names it."""
+    return None if value is None else items.as_text(value, name)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool | str | bytes):
+        raise InvalidParameter(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"{name} must be a number, got {value!r}") from exc
+
+
+def _interval(since: timedelta | None) -> timedelta | None:
+    if since is not None and not isinstance(since, timedelta):
+        raise InvalidParameter(f"since must be a datetime.timedelta, got {since!r}")
+    return since
 
 
 def connect(url: str | None = None, *, check: bool = True) -> Client:

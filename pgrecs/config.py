@@ -32,8 +32,9 @@ environment variables:
 exit status:
   0    success
   1    error, printed to stderr as `pgrecs: error: ...` (pgrecs, database or file)
-  2    usage error (unknown command or option, malformed or missing argument)
-  130  interrupted (Ctrl-C)
+  2    usage error (unknown command or option, malformed, missing or out-of-range argument)
+  130  interrupted (Ctrl-C); `embed --watch` and `refresh --watch` stop cleanly on Ctrl-C or
+       SIGTERM, after the batch in progress, with 0
 """
 
 

@@ -58,8 +58,15 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """A sentence-transformers model; the default is the bundled all-MiniLM-L6-v2, offline."""
 
-    def __init__(self, model: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | None = None, batch_size: int = 64, *, progress: bool = True
+    ) -> None:
         from sentence_transformers import SentenceTransformer
+
+        if not progress:  # transformers draws its own bar while it loads the weights
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.name = model or model_name()
         if self.name == DEFAULT_MODEL:
@@ -424,6 +431,9 @@ def _encode(embedder: Embedder, texts: list[str]) -> np.ndarray:
         )
     if not np.isfinite(encoded).all():
         raise InvalidParameter(f"model {embedder.name!r} returned NaN or infinite values")
+    zero = int((~encoded.any(axis=1)).sum())
+    if zero:  # no direction: its cosine distance to anything is undefined (NaN)
+        raise InvalidParameter(f"model {embedder.name!r} returned {zero} all-zero vector(s)")
     return encoded
 
 

@@ -102,10 +102,17 @@ def load_files(items_path: str | Path, interactions_path: str | Path) -> Dataset
     from pgrecs.items import read_items_file
 
     items = list(read_items_file(items_path))
+    known = {item.item_id for item in items}
     ratings = []
     for line, row in read_rows(
         interactions_path, {"user_id", "item_id", "occurred_at"}, {"weight", "event_type"}
     ):
+        if row["item_id"] not in known:
+            raise ImportFileError(
+                str(interactions_path),
+                line,
+                f"unknown item {row['item_id']!r} (not in the items file)",
+            )
         try:
             at = datetime.fromisoformat(row["occurred_at"])
             weight = float(row.get("weight") or 1)
@@ -673,7 +680,8 @@ def scratch_database(url: str | None, dim: int) -> str:
     from pgrecs.db import open_connection
 
     url = url or embedded.start(database="pgrecs_eval")
-    with open_connection(url, autocommit=True) as conn, translated():
+    # a plain connection: an empty database has no vector type yet (the migration creates it)
+    with translated(), psycopg.connect(url, autocommit=True) as conn:
         if _has_pgrecs(conn) and not _is_scratch(conn):
             raise ConfigurationError(
                 "refusing to evaluate in a database that holds a pgrecs schema not made by "

@@ -28,8 +28,13 @@ def read_rows(
         try:
             if suffix == ".csv":
                 reader = csv.DictReader(handle, strict=True)
-                columns = set(reader.fieldnames or [])
-                _check_columns(name, 1, columns, required, known)
+                header = list(reader.fieldnames or [])
+                twice = sorted({column for column in header if header.count(column) > 1})
+                if twice:  # DictReader would keep the last of them and drop the others
+                    raise ImportFileError(
+                        name, 1, f"column(s) named twice in the header: {_names(twice)}"
+                    )
+                _check_columns(name, 1, set(header), required, known)
                 for row in reader:
                     if None in row or None in row.values():
                         raise ImportFileError(
@@ -46,6 +51,10 @@ def read_rows(
                         raise ImportFileError(name, number, f"not valid JSON ({exc.msg})") from exc
                     except ValueError as exc:
                         raise ImportFileError(name, number, f"not valid JSON ({exc})") from exc
+                    except RecursionError as exc:
+                        raise ImportFileError(
+                            name, number, "not valid JSON here (nested too deeply)"
+                        ) from exc
                     if not isinstance(row, dict):
                         raise ImportFileError(name, number, "each line must be a JSON object")
                     _check_columns(name, number, set(row), required, known)
@@ -55,11 +64,27 @@ def read_rows(
                     name, None, "unknown file type: use .csv (with a header) or .jsonl / .ndjson"
                 )
         except UnicodeDecodeError as exc:
-            raise ImportFileError(name, None, f"not UTF-8 text ({exc.reason})") from exc
+            raise ImportFileError(name, _bad_line(path), f"not UTF-8 text ({exc.reason})") from exc
         except csv.Error as exc:
             # the underlying reader's count includes the line it failed on (DictReader's lags)
             at = reader.reader.line_num if reader is not None else None
             raise ImportFileError(name, at, f"malformed CSV ({exc})") from exc
+
+
+def _bad_line(path: Path) -> int | None:
+    """The line of the first byte that is not UTF-8 (the text reader only knows its offset in
+    a decoded buffer)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")  # a byte order mark is UTF-8 too: offsets count from the file's start
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    return None
+
+
+def _names(columns: list[str]) -> str:
+    """Column names quoted, so that a stray space or an empty name is visible."""
+    return ", ".join(repr(column) for column in columns)
 
 
 def _no_constant(name: str) -> Any:
@@ -78,6 +103,5 @@ def _check_columns(
         raise ImportFileError(
             name,
             line,
-            f"unknown column(s): {', '.join(sorted(unknown))} "
-            f"(expected {', '.join(sorted(known))})",
+            f"unknown column(s): {_names(sorted(unknown))} (expected {', '.join(sorted(known))})",
         )

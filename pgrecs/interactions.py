@@ -13,7 +13,7 @@ import psycopg
 
 from pgrecs.errors import ImportFileError, InvalidParameter, translated
 from pgrecs.files import read_rows
-from pgrecs.items import id_text
+from pgrecs.items import id_text, rows_of
 from pgrecs.queries import query
 
 MAX_WEIGHT = 1e6  # the table's check constraint: 0, or MIN_WEIGHT..MAX_WEIGHT in magnitude
@@ -28,6 +28,18 @@ class Interaction:
     event_type: str
     occurred_at: datetime | None = None
     weight: float | None = None
+
+    def __post_init__(self) -> None:
+        """The same rules as from_row for an Interaction built directly."""
+        for key in ("user_id", "item_id", "event_type"):
+            value = getattr(self, key)
+            if not isinstance(value, str):
+                raise InvalidParameter(f"{key} must be a str, got {type(value).__name__}")
+            id_text(value, key)
+        if self.occurred_at is not None and not isinstance(self.occurred_at, datetime):
+            raise InvalidParameter(f"occurred_at must be a datetime, got {self.occurred_at!r}")
+        object.__setattr__(self, "occurred_at", _timestamp(self.occurred_at))
+        object.__setattr__(self, "weight", _weight(self.weight))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Interaction:
@@ -55,7 +67,12 @@ def _timestamp(value: Any) -> datetime | None:
             raise InvalidParameter(f"occurred_at {value!r} is not an ISO 8601 timestamp") from exc
     else:
         raise InvalidParameter(f"occurred_at must be an ISO 8601 string, got {value!r}")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError as exc:  # stored, it would read back as a year BC, which Python lacks
+        raise InvalidParameter(f"occurred_at {value!r} is before the year 1 in UTC") from exc
+    return moment
 
 
 def _weight(value: Any) -> float | None:
@@ -78,7 +95,7 @@ def record_interactions(
 ) -> int:
     """Append events in one transaction. An unknown item (UnknownItem) or event type
     (IntegrityError) fails the whole batch."""
-    rows = [e if isinstance(e, Interaction) else Interaction.from_row(e) for e in events]
+    rows = [e if isinstance(e, Interaction) else Interaction.from_row(e) for e in rows_of(events)]
     params = [
         {
             "user_id": e.user_id,

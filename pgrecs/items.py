@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,38 @@ class Item:
     description: str = ""
     category: str | None = None
     tags: tuple[str, ...] = ()
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
     available: bool = True
+
+    def __post_init__(self) -> None:
+        """The same rules as from_row for an Item built directly (a str of tags would be
+        stored letter by letter); None for a text field means empty."""
+        if not isinstance(self.item_id, str):
+            raise InvalidParameter(f"item_id must be a str, got {type(self.item_id).__name__}")
+        id_text(self.item_id, "item_id")
+        for key in ("title", "description"):
+            value = getattr(self, key)
+            if value is None:
+                object.__setattr__(self, key, "")
+            elif not isinstance(value, str):
+                raise InvalidParameter(f"{key} must be a str, got {type(value).__name__}")
+            else:
+                _text({key: value}, key)
+        if self.category is not None and not isinstance(self.category, str):
+            raise InvalidParameter(f"category must be a str, got {type(self.category).__name__}")
+        _text({"category": self.category}, "category")
+        if not isinstance(self.tags, list | tuple) or not all(
+            isinstance(tag, str) for tag in self.tags
+        ):
+            raise InvalidParameter("tags must be a list or tuple of strings")
+        if any("\x00" in tag for tag in self.tags):
+            raise InvalidParameter("tags contain a NUL character")
+        object.__setattr__(self, "tags", tuple(self.tags))
+        if not isinstance(self.attributes, dict):
+            raise InvalidParameter("attributes must be a JSON object (a dict)")
+        check_json(self.attributes, "attributes")
+        if not isinstance(self.available, bool):
+            raise InvalidParameter(f"available must be true or false, got {self.available!r}")
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Item:
@@ -43,7 +74,7 @@ class Item:
             category=_text(row, "category") or None,
             tags=_tags(row.get("tags")),
             attributes=_attributes(row.get("attributes")),
-            available=_bool(row.get("available", True)),
+            available=_bool(row.get("available")),
         )
 
     def text(self) -> str:
@@ -72,6 +103,11 @@ def id_text(value: Any, key: str) -> str:
     its text. Anything else (a float, a dict) is refused rather than passed through str()."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidParameter(f"{key} is required (a non-empty string)")
+    return as_text(value, key)
+
+
+def as_text(value: Any, key: str) -> str:
+    """A str, or an int as its text, without NUL characters (PostgreSQL's text has none)."""
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise InvalidParameter(f"{key} must be a string, got {type(value).__name__}")
     text = str(value)
@@ -99,13 +135,7 @@ def _tags(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         stripped = value.strip()
-        if stripped.startswith("["):
-            try:
-                value = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                raise InvalidParameter(f"tags: not a valid JSON array ({exc.msg})") from exc
-        else:
-            value = stripped.split("|")
+        value = _json(stripped, "tags") if stripped.startswith("[") else stripped.split("|")
     if not isinstance(value, list | tuple) or not all(isinstance(tag, str) for tag in value):
         raise InvalidParameter("tags must be a list of strings (JSON array or `a|b|c`)")
     return tuple(tag.strip() for tag in value if tag.strip())
@@ -115,16 +145,58 @@ def _attributes(value: Any) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidParameter(f"attributes: not valid JSON ({exc.msg})") from exc
+        value = _json(value, "attributes")
     if not isinstance(value, dict):
         raise InvalidParameter("attributes must be a JSON object")
     return value
 
 
+def _json(text: str, key: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidParameter(f"{key}: not valid JSON ({exc.msg})") from exc
+    except ValueError as exc:
+        raise InvalidParameter(f"{key}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidParameter(f"{key}: not valid JSON here (nested too deeply)") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def check_json(value: Any, key: str) -> None:
+    """Refuse what PostgreSQL's jsonb would: numbers that are not finite (1e400 reads as
+    infinity), NUL characters, values that are not JSON (a set, a date); and nesting deeper
+    than json can write back."""
+    todo = [(value, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > 500:
+            raise InvalidParameter(f"{key} are nested too deeply (more than 500 levels)")
+        if isinstance(node, dict):
+            for name, inner in node.items():
+                if not isinstance(name, str):
+                    raise InvalidParameter(f"{key}: keys must be strings, got {name!r}")
+                if "\x00" in name:
+                    raise InvalidParameter(f"{key} contain a NUL character")
+                todo.append((inner, depth + 1))
+        elif isinstance(node, list | tuple):
+            todo.extend((inner, depth + 1) for inner in node)
+        elif isinstance(node, str):
+            if "\x00" in node:
+                raise InvalidParameter(f"{key} contain a NUL character")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidParameter(f"{key} contain a number that is not finite ({node!r})")
+        elif node is not None and not isinstance(node, bool | int):
+            raise InvalidParameter(f"{key}: {type(node).__name__} is not a JSON value")
+
+
 def _bool(value: Any) -> bool:
+    if value is None:  # absent, or JSON null: the default
+        return True
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in {"true", "t", "1", "yes", ""}:
@@ -145,7 +217,7 @@ def upsert_items(conn: psycopg.Connection[Any], items: Iterable[Item | Mapping[s
 
     Vectors are not touched: `embed_pending` notices the changed text by its hash.
     """
-    rows = [item if isinstance(item, Item) else Item.from_row(item) for item in items]
+    rows = [item if isinstance(item, Item) else Item.from_row(item) for item in rows_of(items)]
     _check_unique(rows)
     params = [
         {
@@ -185,6 +257,15 @@ def string_list(values: Sequence[str], name: str) -> list[str]:
     if isinstance(values, str | bytes):
         raise InvalidParameter(f"{name} must be a list, not a single string: write [{values!r}]")
     return list(values)
+
+
+def rows_of(values: Iterable[Any]) -> Iterable[Any]:
+    """Rows for a bulk write; a lone mapping is refused: iterating it would yield its keys."""
+    if isinstance(values, Mapping | str | bytes):
+        raise InvalidParameter(
+            f"expected a list of rows, got a single {type(values).__name__}: write [row]"
+        )
+    return values
 
 
 def read_items_file(path: str | Path) -> list[Item]:

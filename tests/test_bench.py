@@ -87,5 +87,7 @@ def test_exact_answers_apply_the_dedup_rule() -> None:
 
 
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--queries", "5"]) == 2
-    assert "--queries" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["bench", "--queries", "5"])
+    assert caught.value.code == 2
+    assert "--queries: 5 is out of range (>= 10)" in capsys.readouterr().err

@@ -48,14 +48,44 @@ def test_usage_errors_exit_2() -> None:
     assert pgrecs("frobnicate", check=False).returncode == 2
     assert pgrecs("similar", check=False).returncode == 2  # missing item id
     assert pgrecs("similar", "x", "-k", "ten", check=False).returncode == 2
+    # an option out of its range is a usage error too, named before any database work
+    for args, message in [
+        (["similar", "x", "-k", "0"], "argument -k: 0 is out of range (1..1000)"),
+        (["recommend", "u", "-k", "1001"], "argument -k: 1001 is out of range (1..1000)"),
+        (["recommend", "u", "--diversity", "2"], "--diversity: 2 is out of range (0..1)"),
+        (["recommend", "u", "--diversity", "nan"], "--diversity: nan is out of range (0..1)"),
+        (["train", "--epochs", "0"], "--epochs: 0 is out of range (>= 1)"),
+        (["train", "--learning-rate", "0"], "--learning-rate: 0 is out of range (> 0)"),
+        (["refresh", "--chunk-size", "0"], "--chunk-size: 0 is out of range (>= 1)"),
+        (["embed", "--poll-interval", "-1"], "--poll-interval: -1 is out of range (> 0)"),
+        (["bench", "--queries", "5"], "--queries: 5 is out of range (>= 10)"),
+    ]:
+        result = pgrecs(*args, url="host=/nonexistent-dir", check=False)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_database_url_after_the_command(db_url: str) -> None:
+    before = pgrecs("--database-url", db_url, "recommend", "nobody", "--json").stdout
+    after = pgrecs("recommend", "nobody", "--json", "--database-url", db_url).stdout
+    assert json.loads(after) == json.loads(before)
+    assert "--database-url URL" in pgrecs("recommend", "--help").stdout
+    result = pgrecs("recommend", "nobody", "--database-url", "host=/nonexistent-dir", check=False)
+    assert result.returncode == 1 and "cannot reach PostgreSQL" in result.stderr
+
+
+def test_migrate_refuses_a_dimension_the_schema_does_not_have(db_url: str) -> None:
+    """Revision 0001 alone reads --dim: a later run must not ignore a different one."""
+    result = pgrecs("migrate", "--dim", "768", url=db_url, check=False)
+    assert result.returncode == 1
+    assert "-x dim=768: the schema already holds 3-d pgrecs.items.embedding" in result.stderr
+    assert pgrecs("migrate", "--dim", "3", url=db_url).returncode == 0
+    assert pgrecs("migrate", url=db_url).returncode == 0  # no --dim: the schema's own
 
 
 def test_errors_exit_1_with_a_message(db_url: str, tmp_path: Path) -> None:
     result = pgrecs("similar", "nope", url=db_url, check=False)
     assert result.returncode == 1
     assert "pgrecs: error: pgrecs.similar_items: unknown item 'nope'" in result.stderr
-    result = pgrecs("similar", "nope", "-k", "0", url=db_url, check=False)
-    assert result.returncode == 1 and "k must be between 1 and 1000" in result.stderr
     bad = tmp_path / "items.csv"
     bad.write_text("item_id,title\na,A\n,B\n")
     result = pgrecs("import", "items", str(bad), url=db_url, check=False)
@@ -281,8 +311,6 @@ def test_recommend_explain_refresh(db_url: str) -> None:
     assert pgrecs("refresh", "-q", url=db_url).stdout.startswith("refreshed 0 users")
     assert pgrecs("refresh", "-q", "--all", url=db_url).stdout.startswith("refreshed 1 users")
 
-    bad = pgrecs("recommend", "u1", "--diversity", "2", url=db_url, check=False)
-    assert bad.returncode == 1 and "diversity must be between 0 and 1" in bad.stderr
     assert pgrecs("refresh", "--chunk-size", "0", url=db_url, check=False).returncode == 2
     assert pgrecs("explain", "u1", url=db_url, check=False).returncode == 2
 

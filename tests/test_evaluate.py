@@ -92,6 +92,11 @@ def test_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "events.csv").write_text("user_id,item_id,occurred_at\nu,a,yesterday\n")
     with pytest.raises(ImportFileError, match=r"events\.csv, line 2: bad row"):
         evaluate.load_files(tmp_path / "items.csv", tmp_path / "events.csv")
+    (tmp_path / "events.csv").write_text(
+        "user_id,item_id,occurred_at\nu,a,2026-01-02\nu,zz,2026-01-02\n"
+    )
+    with pytest.raises(ImportFileError, match=r"events\.csv, line 3: unknown item 'zz'"):
+        evaluate.load_files(tmp_path / "items.csv", tmp_path / "events.csv")
     with pytest.raises(evaluate.InvalidParameter, match="no test user"):
         evaluate.metrics({}, {}, n_items=1, popularity={})
 
@@ -119,6 +124,21 @@ def test_scratch_database_refuses_a_catalogue_without_interactions(db_url: str, 
         assert conn.execute(
             "select count(*) from pgrecs.settings where name = 'evaluation_scratch'"
         ).fetchone() == (0,)
+
+
+def test_scratch_database_takes_a_database_without_pgvector(admin_url: str) -> None:
+    """An empty database as created: the migration creates the extension (as superuser)."""
+    from tests.conftest import create_database, drop_database
+
+    url = create_database(admin_url, "pgrecs_test_scratch_bare")
+    try:
+        assert evaluate.scratch_database(url, 3) == url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select pgrecs._setting('evaluation_scratch')").fetchone() == (
+                True,
+            )
+    finally:
+        drop_database(admin_url, "pgrecs_test_scratch_bare")
 
 
 def test_scratch_database_reuses_its_own_database(empty_db_url: str) -> None:

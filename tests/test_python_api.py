@@ -149,7 +149,7 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark(client: pgrecs.Client, tmp_
     ("name", "content", "message"),
     [
         ("missing.csv", "title,category\nx,books\n", "line 1: missing column(s): item_id"),
-        ("extra.csv", "item_id,colour\na,red\n", "unknown column(s): colour"),
+        ("extra.csv", "item_id,colour\na,red\n", "unknown column(s): 'colour'"),
         ("ragged.csv", "item_id,title\na,A\nb,B,extra\n", "line 3: wrong number of fields"),
         ("badjson.jsonl", '{"item_id": "a"}\n{"item_id": \n', "line 2: not valid JSON"),
         (
@@ -179,6 +179,45 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark(client: pgrecs.Client, tmp_
             "line 2: not valid JSON (NaN is not a JSON value)",
         ),
         ("inf.jsonl", '{"item_id": "a", "attributes": {"w": -Infinity}}\n', "line 1: not valid"),
+        # values that pass json but not jsonb: named with their line, not PostgreSQL's message
+        (
+            "nan.csv",
+            'item_id,title,attributes\nn1,x,"{""a"": NaN}"\n',
+            "line 2: attributes: not valid JSON (NaN is not a JSON value)",
+        ),
+        (
+            "big.jsonl",
+            '{"item_id": "a"}\n{"item_id": "b", "attributes": {"a": 1e400}}\n',
+            "line 2: attributes contain a number that is not finite (inf)",
+        ),
+        (
+            "nulattr.jsonl",
+            '{"item_id": "a", "attributes": {"a": ["x\\u0000y"]}}\n',
+            "line 1: attributes contain a NUL character",
+        ),
+        (
+            "nultag.jsonl",
+            '{"item_id": "a", "tags": ["a\\u0000b"]}\n',
+            "line 1: tags contain a NUL character",
+        ),
+        (
+            "deep.jsonl",
+            '{"item_id": "a", "attributes": {"a": ' + "[" * 5000 + "]" * 5000 + "}}\n",
+            "line 1: not valid JSON here (nested too deeply)",
+        ),
+        (
+            "deepcsv.csv",
+            'item_id,attributes\na,"{""a"": ' + "[" * 5000 + "]" * 5000 + '}"\n',
+            "line 2: attributes: not valid JSON here (nested too deeply)",
+        ),
+        (
+            "deep600.jsonl",
+            '{"item_id": "a", "attributes": {"a": ' + "[" * 600 + "]" * 600 + "}}\n",
+            "line 1: attributes are nested too deeply",
+        ),
+        # DictReader keeps the last of two equal columns and would drop the other's values
+        ("twice.csv", "item_id,item_id\nq1,q2\n", "line 1: column(s) named twice in the header"),
+        ("stray.csv", "item_id, title\na,A\n", "unknown column(s): ' title'"),
     ],
 )
 def test_bad_import_files_name_the_line_and_write_nothing(
@@ -192,6 +231,22 @@ def test_bad_import_files_name_the_line_and_write_nothing(
     assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (0,)
 
 
+def test_a_file_that_is_not_utf8_names_the_line(client: pgrecs.Client, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"item_id,title\na1,Cafe\na2,Tea\na9,Caf\xe9\n")
+    with pytest.raises(pgrecs.ImportFileError, match=r"latin1.csv, line 4: not UTF-8 text"):
+        client.import_items(path)
+    assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (0,)
+
+
+def test_jsonl_null_means_the_default(client: pgrecs.Client, tmp_path: Path) -> None:
+    body = '{"item_id": "a", "available": null, "tags": null, "attributes": null}\n'
+    assert client.import_items(write(tmp_path / "nulls.jsonl", body)) == 1
+    assert client.conn.execute(
+        "select available, tags, attributes from pgrecs.items"
+    ).fetchone() == (True, [], {})
+
+
 def test_interaction_import_is_all_or_nothing(client: pgrecs.Client, tmp_path: Path) -> None:
     client.import_items(write(tmp_path / "items.csv", ITEMS_CSV))
     good = "user_id,item_id,event_type,occurred_at\nu1,b1,click,2026-01-02T03:04:05Z\n"
@@ -201,6 +256,8 @@ def test_interaction_import_is_all_or_nothing(client: pgrecs.Client, tmp_path: P
         ("u1,b2,click,2026-01-02\nu1,b2,teleport,2026-01-02\n", "line 3: unknown event type"),
         ("u1,b2,click,yesterday\n", "line 2: occurred_at 'yesterday' is not an ISO 8601"),
         (",b2,click,2026-01-02\n", "line 2: user_id is required"),
+        # valid ISO 8601, but a year BC in UTC: stored, it could not be read back
+        ("u1,b2,click,0001-01-01T00:00:00+14:00\n", "line 2: occurred_at .* before the year 1"),
     ]:
         path = write(tmp_path / "bad.csv", "user_id,item_id,event_type,occurred_at\n" + body)
         with pytest.raises(pgrecs.ImportFileError, match=message):
@@ -291,6 +348,58 @@ def test_interaction_ids_are_checked_like_item_ids(
         client.upsert_items([{"item_id": "a\x00b"}])
 
 
+def test_rows_built_directly_are_checked_like_loose_rows(client: pgrecs.Client) -> None:
+    """Item and Interaction validate themselves: a str of tags would be stored letter by letter,
+    a NaN weight would meet the table's check constraint."""
+    bad_items = [
+        (lambda: pgrecs.Item("x", tags="abc"), "tags must be a list or tuple of strings"),  # type: ignore[arg-type]
+        (lambda: pgrecs.Item("x", attributes=[1]), "attributes must be a JSON object"),  # type: ignore[arg-type]
+        (lambda: pgrecs.Item(""), "item_id is required"),
+        (lambda: pgrecs.Item(5), "item_id must be a str, got int"),  # type: ignore[arg-type]
+        (lambda: pgrecs.Item("x", attributes={"a": {1}}), "set is not a JSON value"),
+        (lambda: pgrecs.Item("x", available="no"), "available must be true or false"),  # type: ignore[arg-type]
+        (
+            lambda: pgrecs.Interaction("u", "a", "click", weight=float("nan")),
+            "weight must be 0 or between",
+        ),
+        (lambda: pgrecs.Interaction("u", 1, "click"), "item_id must be a str, got int"),  # type: ignore[arg-type]
+        (
+            lambda: pgrecs.Interaction("u", "a", "click", occurred_at="2026-01-01"),  # type: ignore[arg-type]
+            "occurred_at must be a datetime",
+        ),
+    ]
+    for build, message in bad_items:
+        with pytest.raises(pgrecs.InvalidParameter, match=message):
+            build()
+    assert pgrecs.Item("x", title=None).title == ""  # type: ignore[arg-type]
+    assert pgrecs.Item("x", tags=["a", "b"]).tags == ("a", "b")
+    with pytest.raises(pgrecs.InvalidParameter, match="got a single dict: write \\[row\\]"):
+        client.upsert_items({"item_id": "x5"})  # type: ignore[arg-type]
+    with pytest.raises(pgrecs.InvalidParameter, match="got a single dict"):
+        client.record_interactions({"user_id": "u", "item_id": "x5", "event_type": "click"})  # type: ignore[arg-type]
+    assert client.conn.execute("select count(*) from pgrecs.items").fetchone() == (0,)
+
+
+def test_query_parameters_of_the_wrong_type_are_named(client: pgrecs.Client) -> None:
+    client.upsert_items([{"item_id": "1", "title": "apple"}, {"item_id": "2", "title": "pear"}])
+    client.embed_pending(HashEmbedder(3), progress=False)
+    client.conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    # an int id is its text, as imports take it
+    assert [r.item_id for r in client.similar_items(2, k=1)] == ["1"]  # type: ignore[arg-type]
+    assert len(client.recommend(42, k=2)) == 2  # type: ignore[arg-type]
+    calls = [
+        (lambda: client.recommend("u", diversity="x"), "diversity must be a number"),  # type: ignore[arg-type]
+        (lambda: client.recommend_for_items(["1"], weights=["x"]), "weights must be a number"),  # type: ignore[list-item]
+        (lambda: client.similar_items("1", filter={"a": {1}}), "filter: set is not a JSON value"),
+        (lambda: client.popular_items(since=5), "since must be a datetime.timedelta"),  # type: ignore[arg-type]
+        (lambda: client.recommend(4.5), "user_id must be a string, got float"),  # type: ignore[arg-type]
+        (lambda: client.explain("u", "a\x00"), "item_id contains a NUL character"),
+    ]
+    for call, message in calls:
+        with pytest.raises(pgrecs.InvalidParameter, match=message):
+            call()
+
+
 # -- embedding ------------------------------------------------------------------------------------
 
 
@@ -355,6 +464,21 @@ def test_model_guard(client: pgrecs.Client) -> None:
     assert client.conn.execute(
         "select name, dimension from pgrecs.models where active"
     ).fetchall() == [("model-a", 3)]
+
+
+def test_embedder_returning_a_zero_vector_writes_nothing(client: pgrecs.Client) -> None:
+    class ZeroEmbedder(HashEmbedder):
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            out = super().encode(texts)
+            out[-1] = 0
+            return out
+
+    client.upsert_items([{"item_id": "a", "title": "x"}, {"item_id": "b", "title": "y"}])
+    with pytest.raises(pgrecs.InvalidParameter, match="returned 1 all-zero vector"):
+        client.embed_pending(ZeroEmbedder(3), progress=False)
+    assert client.conn.execute(
+        "select count(*) from pgrecs.items where embedding is not null"
+    ).fetchone() == (0,)
 
 
 def test_embedder_returning_nan_writes_nothing(client: pgrecs.Client) -> None:
