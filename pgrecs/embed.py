@@ -398,8 +398,20 @@ def _row(
     attributes: dict[str, Any],
     updated_at: datetime,
 ) -> _Row:
-    item = Item(item_id, title, description, category, tuple(tags), attributes)
+    item = Item(item_id, title, description, category, _flat_tags(tags), attributes)
     return _Row(item_id, item.content_hash(), item.text(), updated_at)
+
+
+def _flat_tags(tags: list[Any]) -> tuple[str, ...]:
+    """A row's tags as text: a NULL tag says nothing, a 2-D array is read in order (rows
+    written by SQL before revision 0012's check on pgrecs.items.tags)."""
+    out: list[str] = []
+    for tag in tags:
+        if isinstance(tag, list):
+            out.extend(_flat_tags(tag))
+        elif tag is not None:
+            out.append(tag)
+    return tuple(out)
 
 
 def _missing(conn: psycopg.Connection[Any], model: str, batch: list[_Row]) -> dict[str, str]:

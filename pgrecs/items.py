@@ -32,22 +32,22 @@ class Item:
     available: bool = True
 
     def __post_init__(self) -> None:
-        """The same rules as from_row for an Item built directly (a str of tags would be
-        stored letter by letter); None for a text field means empty."""
+        """What the table would refuse or misread, checked for an Item built directly too (a
+        str of tags would be stored letter by letter); None for a text field means empty. The
+        length limit is from_row's: it is the import's policy, and rows written by SQL may
+        exceed it."""
         if not isinstance(self.item_id, str):
             raise InvalidParameter(f"item_id must be a str, got {type(self.item_id).__name__}")
         id_text(self.item_id, "item_id")
-        for key in ("title", "description"):
+        for key in ("title", "description", "category"):
             value = getattr(self, key)
             if value is None:
-                object.__setattr__(self, key, "")
+                if key != "category":
+                    object.__setattr__(self, key, "")
             elif not isinstance(value, str):
                 raise InvalidParameter(f"{key} must be a str, got {type(value).__name__}")
-            else:
-                _text({key: value}, key)
-        if self.category is not None and not isinstance(self.category, str):
-            raise InvalidParameter(f"category must be a str, got {type(self.category).__name__}")
-        _text({"category": self.category}, "category")
+            elif "\x00" in value:
+                raise InvalidParameter(f"{key} contains a NUL character")
         if not isinstance(self.tags, list | tuple) or not all(
             isinstance(tag, str) for tag in self.tags
         ):

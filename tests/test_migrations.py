@@ -89,6 +89,50 @@ def test_each_downgrade_restores_the_revision_before(empty_db_url: str) -> None:
         migrate.upgrade(empty_db_url, after)
 
 
+def test_0012_clears_what_its_checks_refuse_and_then_refuses_it(empty_db_url: str) -> None:
+    """All-zero vectors (NaN cosine distances) and NULL or nested tags, written by SQL before
+    0012, are cleared by it: the item is pending again, derived rows go; then they are refused."""
+    migrate.upgrade(empty_db_url, "0011", dim="3", collab_dim="2")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("""
+            insert into pgrecs.items (item_id, tags, embedding, collab_embedding) values
+                ('zero', '{a,NULL}', '[0,0,0]', '[1,0]'),
+                ('nested', '{{x},{y}}', '[1,0,0]', '[0,0]'),
+                ('fine', '{t}', '[0,1,0]', '[0,1]');
+            update pgrecs.items set content_hash = 'h-' || item_id;
+            insert into pgrecs.embedding_cache (content_hash, model, embedding)
+                values ('h-zero', 'm', '[0,0,0]'), ('h-fine', 'm', '[0,1,0]');
+            insert into pgrecs.users (user_id, content_vector, interaction_count)
+                values ('u0', '[0,0,0]', 1), ('u1', '[1,0,0]', 1);
+        """)
+    migrate.upgrade(empty_db_url, "0012")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "select item_id, tags, embedding is null, content_hash, collab_embedding is null"
+            " from pgrecs.items order by item_id"
+        ).fetchall()
+        assert rows == [
+            ("fine", ["t"], False, "h-fine", False),
+            ("nested", ["x", "y"], False, None, True),  # its text changed: pending again
+            ("zero", ["a"], True, None, False),
+        ]
+        assert conn.execute("select content_hash from pgrecs.embedding_cache").fetchall() == [
+            ("h-fine",)
+        ]
+        assert conn.execute("select user_id from pgrecs.users").fetchall() == [("u1",)]
+        for statement in [
+            "update pgrecs.items set embedding = '[0,0,0]' where item_id = 'fine'",
+            "update pgrecs.items set collab_embedding = '[0,0]' where item_id = 'fine'",
+            "update pgrecs.items set tags = '{a,NULL}' where item_id = 'fine'",
+            "update pgrecs.items set tags = '{{a},{b}}' where item_id = 'fine'",
+            "update pgrecs.users set content_vector = '[0,0,0]'",
+            "update pgrecs.users set collab_vector = '[0,0]'",
+            "insert into pgrecs.embedding_cache values ('h', 'm', '[0,0]')",
+        ]:
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute(statement)
+
+
 def test_downgrade_keeps_roles_granted_to_an_application(empty_db_url: str) -> None:
     """Roles are cluster-wide: a downgrade to base must not revoke an app login's membership."""
     migrate.upgrade(empty_db_url)

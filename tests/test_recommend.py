@@ -65,6 +65,17 @@ def test_unknown_user_gets_popular_items(shop: psycopg.Connection) -> None:
     ]
 
 
+def test_interactions_far_apart_in_time_keep_the_user_usable(shop: psycopg.Connection) -> None:
+    """Ages are float seconds: an interval between 0001 and 292500 AD would overflow."""
+    shop.execute("select pgrecs.record_interaction('t', 'a1', 'click', '0001-01-01')")
+    shop.execute("select pgrecs.record_interaction('t', 'b1', 'click', '292500-01-01')")
+    weights = dict(shop.execute("select item_id, weight from pgrecs._history('t')").fetchall())
+    assert weights["b1"] == 1.0 and 0 < weights["a1"] < 1e-29  # 100 half-lives and more: 2**-100
+    rows = recommend(shop, "'t', k => 3")
+    assert ids(rows)[0] == "b2"  # the recent item decides
+    assert shop.execute("select count(*) from pgrecs.explain('t', 'b2')").fetchone() == (2,)
+
+
 def test_user_only_with_dislikes_is_cold_and_never_gets_them(shop: psycopg.Connection) -> None:
     record(shop, "u1", "a1", "dislike")
     rows = recommend(shop, "'u1', k => 3, exclude_seen => false")

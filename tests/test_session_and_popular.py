@@ -106,6 +106,16 @@ def test_session_weights_of_any_magnitude_rank_alike(fan: psycopg.Connection, sc
         ("pgrecs.recommend_for_items('{a0}', filter => '3')", "22023", "JSON object"),
         ("pgrecs.recommend_for_items('{a0}', negative_item_ids => '{a0}')", "22023", "cancel out"),
         ("pgrecs.recommend_for_items('{bare}')", "55000", "have no embedding yet"),
+        (
+            "pgrecs.recommend_for_items('{{a0},{a20}}')",
+            "22023",
+            "must be one-dimensional arrays, got [1:2][1:1] and NULL",
+        ),
+        (
+            "pgrecs.recommend_for_items('{a0}', negative_item_ids => '{{a20}}')",
+            "22023",
+            "must be one-dimensional arrays, got [1:1] and [1:1][1:1]",
+        ),
     ],
 )
 def test_session_bad_input(fan: psycopg.Connection, call: str, sqlstate: str, needle: str) -> None:
@@ -138,6 +148,13 @@ def test_popularity_sums_weights_and_fills_up_to_k(fan: psycopg.Connection) -> N
     ).fetchone() == (1.0,)
     assert ids(fan, "pgrecs.popular_items(k => 2, categories => '{right}')") == ["a100", "a120"]
     assert ids(fan, """pgrecs.popular_items(filter => '{"deg": 160}')""") == ["a160"]
+    # a window longer than PostgreSQL's timestamps reach covers the whole log
+    assert (
+        fan.execute(
+            "select item_id, score from pgrecs.popular_items(k => 9, since => '178000000 years')"
+        ).fetchall()
+        == rows
+    )
     fan.execute("update pgrecs.items set available = false where item_id = 'a60'")
     assert ids(fan, "pgrecs.popular_items(k => 1)") == ["a40"]
 

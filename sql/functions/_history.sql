@@ -4,7 +4,8 @@
 -- age is measured from the user's latest interaction, not from now(): user vectors are
 -- normalized, so the reference time cancels out and a vector computed yesterday equals one
 -- computed today. Ages beyond 100 half-lives count as 100 (a weight below 1e-30, and no float
--- underflow). half_life_days NULL or <= 0 disables the decay. Items without a content vector
+-- underflow). The age is a difference of float8 epoch seconds, as in Python: an interval would
+-- overflow for times more than about 292,000 years apart, which PostgreSQL can store. half_life_days NULL or <= 0 disables the decay. Items without a content vector
 -- are included (the callers skip their vectors). pgrecs.users_refresh in Python applies the
 -- same rule; a test keeps them equal.
 create or replace function pgrecs._history(p_user_id text)
@@ -24,7 +25,8 @@ as $$
            coalesce(x.weight, e.weight)
            * case when h.days is null or h.days <= 0 then 1
                   else power(0.5::float8, least(
-                      extract(epoch from (max(x.occurred_at) over () - x.occurred_at))::float8
+                      (date_part('epoch', max(x.occurred_at) over ())
+                       - date_part('epoch', x.occurred_at))
                       / (86400 * h.days), 100))
              end
     from pgrecs.interactions as x

@@ -25,6 +25,8 @@ begin
         raise exception using errcode = 'invalid_parameter_value',
             message = format('pgrecs.popular_items: since must be a positive interval, got %s', since);
     end if;
+    -- a window reaching before the earliest timestamp PostgreSQL has covers the whole log
+    since := least(since, now() - '4714-11-24 00:00:00+00 BC'::timestamptz);
     return query
         select p.item_id, p.score from pgrecs._popular(k, categories, filter, since, null, null) as p;
 end

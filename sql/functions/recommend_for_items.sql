@@ -21,7 +21,7 @@ security invoker
 set search_path to pg_catalog, pg_temp
 as $$
 declare
-    v_all text[] := coalesce(item_ids, '{}') || coalesce(negative_item_ids, '{}');
+    v_all text[];
     v_missing text[];
     v_query public.vector;
     v_anchors public.vector[];
@@ -32,6 +32,14 @@ begin
             message = 'pgrecs.recommend_for_items: item_ids must name at least one item',
             hint = 'for a session with no items, use pgrecs.popular_items';
     end if;
+    if array_ndims(item_ids) > 1 or array_ndims(negative_item_ids) > 1 then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = format('pgrecs.recommend_for_items: item_ids and negative_item_ids must be'
+                             ' one-dimensional arrays, got %s and %s',
+                             pg_catalog.array_dims(item_ids),
+                             coalesce(pg_catalog.array_dims(negative_item_ids), 'NULL'));
+    end if;
+    v_all := item_ids || coalesce(negative_item_ids, '{}');
     if array_position(v_all, null) is not null then
         raise exception using errcode = 'null_value_not_allowed',
             message = 'pgrecs.recommend_for_items: item ids must not be NULL';
