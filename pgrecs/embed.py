@@ -398,7 +398,10 @@ def _row(
     attributes: dict[str, Any],
     updated_at: datetime,
 ) -> _Row:
-    item = Item(item_id, title, description, category, _flat_tags(tags), attributes)
+    try:
+        item = Item(item_id, title, description, category, _flat_tags(tags), attributes)
+    except InvalidParameter as exc:  # a row written by SQL: say which one to fix
+        raise InvalidParameter(f"item {item_id!r}: {exc}") from exc
     return _Row(item_id, item.content_hash(), item.text(), updated_at)
 
 

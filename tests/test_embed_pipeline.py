@@ -717,6 +717,16 @@ def test_malformed_rows_are_refused_whole(client: pgrecs.Client) -> None:
     assert (report.embedded, report.cached, report.skipped) == (0, 0, 0)
 
 
+def test_a_row_from_sql_that_cannot_be_read_is_named(client: pgrecs.Client) -> None:
+    deep = "[" * 600 + "]" * 600  # jsonb takes it; json cannot write it back reliably
+    client.conn.execute(
+        "insert into pgrecs.items (item_id, attributes) values ('deep', %s::jsonb)",
+        ('{"a": ' + deep + "}",),
+    )
+    with pytest.raises(pgrecs.InvalidParameter, match="item 'deep': attributes are nested too"):
+        client.embed_pending(HashEmbedder(3), progress=False)
+
+
 def test_huge_text_from_sql_is_embedded_from_its_first_characters(client: pgrecs.Client) -> None:
     huge = "word " * 300_000  # 1.5 MB, written by plain SQL (the import would refuse it)
     client.conn.execute(
