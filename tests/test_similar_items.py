@@ -203,3 +203,54 @@ def test_plan_uses_hnsw_for_an_unfiltered_query(conn: psycopg.Connection) -> Non
         )
     )
     assert "items_embedding_hnsw" in plan
+
+
+def greedy_rule(
+    vectors: np.ndarray, query: np.ndarray, anchors: list[int], k: int, threshold: float = 0.95
+) -> list[int]:
+    """The near-duplicate rule by hand: candidates by cosine to the query (the anchors left
+    out), each dropped when it is a near-duplicate of an anchor or of a row already picked."""
+    unit_vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    relevance = unit_vectors @ (query / np.linalg.norm(query))
+    picks: list[int] = []
+    for j in np.argsort(-relevance, kind="stable"):
+        if j in anchors or any(unit_vectors[j] @ unit_vectors[a] >= threshold for a in anchors):
+            continue
+        if all(unit_vectors[j] @ unit_vectors[p] < threshold for p in picks):
+            picks.append(int(j))
+        if len(picks) == k:
+            break
+    return picks
+
+
+def test_the_pick_follows_the_rule_through_long_chains_of_near_duplicates(
+    conn: psycopg.Connection,
+) -> None:
+    """400 random points on a sphere: every point has about ten near-duplicates (cosine
+    >= 0.95), so a pick drops candidates far down the list and a dropped candidate must not
+    drop others. k up to 300 asks for more than survive: the call fetches further."""
+    vectors = np.random.default_rng(11).normal(size=(420, 3)).astype(np.float32)
+    vectors = vectors.astype(np.float64)
+
+    def cosines_of(v: np.ndarray) -> np.ndarray:
+        unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return unit @ unit.T
+
+    # the answer must not hang on float32 rounding: leave out the points of a pair within
+    # 1e-5 of the threshold
+    borderline = np.argwhere(np.triu(np.abs(cosines_of(vectors) - 0.95) < 1e-5, 1))
+    vectors = np.delete(vectors, np.unique(borderline), axis=0)[:400]
+    cosines = cosines_of(vectors)
+    assert len(vectors) == 400 and not np.triu(np.abs(cosines - 0.95) < 1e-5, 1).any()
+    assert np.triu(cosines >= 0.95, 1).sum() > 1000  # many near-duplicate pairs
+    insert_items(conn, [(f"i{n:03d}", vectors[n]) for n in range(400)])
+    for query in (0, 7, 99):
+        for k in (5, 40, 300):
+            expected = [f"i{n:03d}" for n in greedy_rule(vectors, vectors[query], [query], k)]
+            assert ids(conn, f"pgrecs.similar_items('i{query:03d}', k => {k})") == expected
+    # two input items: both are anchors, the query is the sum of their stored vectors
+    expected = [
+        f"i{n:03d}" for n in greedy_rule(vectors, vectors[3] + vectors[5], [3, 5], 300)
+    ]
+    assert len(expected) > 40
+    assert ids(conn, "pgrecs.recommend_for_items('{i003,i005}', k => 300)") == expected
