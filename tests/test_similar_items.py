@@ -249,8 +249,6 @@ def test_the_pick_follows_the_rule_through_long_chains_of_near_duplicates(
             expected = [f"i{n:03d}" for n in greedy_rule(vectors, vectors[query], [query], k)]
             assert ids(conn, f"pgrecs.similar_items('i{query:03d}', k => {k})") == expected
     # two input items: both are anchors, the query is the sum of their stored vectors
-    expected = [
-        f"i{n:03d}" for n in greedy_rule(vectors, vectors[3] + vectors[5], [3, 5], 300)
-    ]
+    expected = [f"i{n:03d}" for n in greedy_rule(vectors, vectors[3] + vectors[5], [3, 5], 300)]
     assert len(expected) > 40
     assert ids(conn, "pgrecs.recommend_for_items('{i003,i005}', k => 300)") == expected
