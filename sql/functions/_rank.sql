@@ -76,6 +76,7 @@ declare
     v_scores float8[];
     v_srcs text[];
     v_best integer;
+    v_kept public.vector[];
     v_best_value float8;
     v_value float8;
     v_sim float8;
@@ -272,7 +273,22 @@ begin
               on y.n > x.n
             where 1 - (x.embedding operator(public.<=>) y.embedding) >= v_dedup) then
             v_ids := c_ids[1:k]; v_scores := c_rel[1:k]; v_srcs := c_src[1:k];
-        else
+        elsif v_d = 0 then
+            -- In order, each candidate against the anchors and the rows kept so far, until k
+            -- are kept: about k^2 / 2 distances, where comparing each kept row with every
+            -- candidate left cost k times the candidates (seconds at k = 1000)
+            v_ids := '{}'; v_scores := '{}'; v_srcs := '{}'; v_kept := '{}';
+            for j in 1 .. n_c loop
+                exit when cardinality(v_ids) >= k;
+                continue when exists (
+                    select from unnest(coalesce(anchors, '{}') || v_kept) as y(embedding)
+                    where 1 - (c_emb[j] operator(public.<=>) y.embedding) >= v_dedup);
+                v_ids := v_ids || c_ids[j];
+                v_scores := v_scores || c_rel[j];
+                v_srcs := v_srcs || c_src[j];
+                v_kept := v_kept || c_emb[j];
+            end loop;
+        else  -- MMR: each pick weighs every candidate left against the rows picked
             v_drop := array_fill(false, array[n_c]);
             v_max_sim := array_fill(0::float8, array[n_c]);
             v_ids := '{}'; v_scores := '{}'; v_srcs := '{}';
@@ -287,13 +303,11 @@ begin
                 v_best := 0;
                 for j in 1 .. n_c loop
                     continue when v_drop[j];
-                    v_value := case when v_d > 0 then (1 - v_d) * c_rel[j] - v_d * v_max_sim[j]
-                                    else c_rel[j] end;
+                    v_value := (1 - v_d) * c_rel[j] - v_d * v_max_sim[j];
                     if v_best = 0 or v_value > v_best_value then
                         v_best := j;
                         v_best_value := v_value;
                     end if;
-                    exit when v_d = 0;  -- sorted by relevance: the first one left wins
                 end loop;
                 exit when v_best = 0;
                 v_ids := v_ids || c_ids[v_best];
