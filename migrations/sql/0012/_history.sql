@@ -5,8 +5,9 @@
 -- normalized, so the reference time cancels out and a vector computed yesterday equals one
 -- computed today. Ages beyond 100 half-lives count as 100 (a weight below 1e-30, and no float
 -- underflow). The age is a difference of float8 epoch seconds, as in Python: an interval would
--- overflow for times more than about 292,000 years apart, which PostgreSQL can store. half_life_days NULL or <= 0 disables the decay. Items without a content vector
--- are included (the callers skip their vectors). pgrecs.users_refresh in Python applies the
+-- overflow for times more than about 292,000 years apart, which PostgreSQL can store.
+-- half_life_days NULL or <= 0 disables the decay. Items without a content vector are included
+-- (the callers skip their vectors). pgrecs.users_refresh in Python applies the
 -- same rule; a test keeps them equal.
 create or replace function pgrecs._history(p_user_id text)
 returns table (
