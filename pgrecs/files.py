@@ -46,15 +46,9 @@ def read_rows(
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line, parse_constant=_no_constant)
-                    except json.JSONDecodeError as exc:
-                        raise ImportFileError(name, number, f"not valid JSON ({exc.msg})") from exc
+                        row = strict_json(line)
                     except ValueError as exc:
-                        raise ImportFileError(name, number, f"not valid JSON ({exc})") from exc
-                    except RecursionError as exc:
-                        raise ImportFileError(
-                            name, number, "not valid JSON here (nested too deeply)"
-                        ) from exc
+                        raise ImportFileError(name, number, str(exc)) from exc
                     if not isinstance(row, dict):
                         raise ImportFileError(name, number, "each line must be a JSON object")
                     _check_columns(name, number, set(row), required, known)
@@ -85,6 +79,19 @@ def _bad_line(path: Path) -> int | None:
 def _names(columns: list[str]) -> str:
     """Column names quoted, so that a stray space or an empty name is visible."""
     return ", ".join(repr(column) for column in columns)
+
+
+def strict_json(text: str) -> Any:
+    """json.loads for values PostgreSQL's json accepts: ValueError `not valid JSON (...)` for
+    bad text, NaN/Infinity, and nesting Python cannot read."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg})") from exc
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ValueError("not valid JSON here (nested too deeply)") from exc
 
 
 def _no_constant(name: str) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pgrecs.errors import ImportFileError, InvalidParameter, translated
-from pgrecs.files import read_rows
+from pgrecs.files import read_rows, strict_json
 from pgrecs.queries import query
 
 ITEM_COLUMNS = {"item_id", "title", "description", "category", "tags", "attributes", "available"}
@@ -153,17 +152,9 @@ def _attributes(value: Any) -> dict[str, Any]:
 
 def _json(text: str, key: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise InvalidParameter(f"{key}: not valid JSON ({exc.msg})") from exc
+        return strict_json(text)
     except ValueError as exc:
-        raise InvalidParameter(f"{key}: not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise InvalidParameter(f"{key}: not valid JSON here (nested too deeply)") from exc
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+        raise InvalidParameter(f"{key}: {exc}") from exc
 
 
 def check_json(value: Any, key: str) -> None:
