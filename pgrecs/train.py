@@ -389,6 +389,12 @@ def fit(
             model, id_of, loss, examples = _fit(
                 conn, through, catalogue, stats, s, dim, half_life, progress
             )
+        if examples == 0:  # every batch held fewer than 2 examples: nothing was learned
+            raise InvalidParameter(
+                f"too little to learn from: {stats.users} user(s) with a positive interaction "
+                "after another gave no training batch of 2 examples; record more interactions "
+                "(the active model is unchanged)"
+            )
 
     tower = model.content_tower(
         {

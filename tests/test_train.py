@@ -325,6 +325,12 @@ def test_bad_input(db16_url: str) -> None:
         conn.execute("delete from pgrecs.interactions where item_id = 'b'")
         with pytest.raises(InvalidParameter, match="nothing to learn from"):
             train(conn, progress=False)  # one interaction: no history before a target
+        conn.execute(
+            "insert into pgrecs.interactions (user_id, item_id, event_type)"
+            " values ('u', 'b', 'click')"
+        )
+        with pytest.raises(InvalidParameter, match="too little to learn from: 1 user"):
+            train(conn, progress=False)  # one example: no batch to train on
         for bad in (
             {"epochs": 0},
             {"epochs": -1},
