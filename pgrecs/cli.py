@@ -118,6 +118,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         resolve_url(args.database_url),
         embedder,
         poll_interval=args.poll_interval,
+        chunk_size=args.chunk_size,
+        all_users=args.all,
         stop=watch.stop_on_signals(),
         report=show,
     )
@@ -166,6 +168,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     users.watch_users(
         resolve_url(args.database_url),
         poll_interval=args.poll_interval,
+        chunk_size=args.chunk_size,
+        all_users=args.all,
         stop=watch.stop_on_signals(),
         report=show,
     )
@@ -460,7 +464,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub("refresh", "recompute stored user vectors whose interactions changed")
-    p.add_argument("--all", action="store_true", help="every user, not only the stale ones")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every user, not only the stale ones (with --watch: in the first catch-up)",
+    )
     p.add_argument(
         "--watch",
         action="store_true",

@@ -301,24 +301,35 @@ def watch_users(
     conninfo: str,
     *,
     poll_interval: float = 60.0,
+    chunk_size: int = 1000,
+    all_users: bool = False,
     stop: threading.Event | None = None,
     report: Callable[[RefreshReport], None] | None = None,
 ) -> None:
-    """`pgrecs refresh --watch`: refresh the stale users now, then every user named by a
-    pgrecs_interactions notification (sent at commit by a trigger on pgrecs.interactions, so
-    record_interactions, pgrecs.record_interaction and plain INSERTs all count), until `stop`
-    is set. The same computation as the batch refresh, so the stored vectors are the same."""
+    """`pgrecs refresh --watch`: refresh the stale users now (every user with all_users), then
+    every user named by a pgrecs_interactions notification (sent at commit by a trigger on
+    pgrecs.interactions, so record_interactions, pgrecs.record_interaction and plain INSERTs
+    all count), until `stop` is set; catch-ups write chunk_size users per transaction. The same
+    computation as the batch refresh, so the stored vectors are the same."""
     from pgrecs.db import open_connection
     from pgrecs.watch import follow
 
+    if chunk_size < 1:
+        raise InvalidParameter("chunk_size must be at least 1")
     state: dict[str, psycopg.Connection[Any]] = {}
+    first = [all_users]
 
     def handle(payloads: set[str] | None) -> None:
         conn = state.get("conn")
         if conn is None or conn.closed or conn.broken:
             conn = state["conn"] = open_connection(conninfo, autocommit=True)
         named = None if payloads is None or "" in payloads else sorted(payloads)
-        done = refresh_users(conn, named, progress=False, stop=stop)
+        everyone = first[0] and named is None
+        done = refresh_users(
+            conn, named, all_users=everyone, chunk_size=chunk_size, progress=False, stop=stop
+        )
+        if everyone and not (stop is not None and stop.is_set()):
+            first[0] = False  # done once, in full
         if report is not None and done.users:
             report(done)
 

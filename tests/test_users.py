@@ -301,6 +301,36 @@ def test_watch_catch_up_stops_between_chunks(
     assert len(users.stale_users(client.conn)) == 1500  # chunks of 1000: one written
 
 
+def test_watch_all_and_chunk_size(
+    client: pgrecs.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`refresh --watch --all --chunk-size 7`: the first catch-up rewrites every user, current
+    ones too, 7 per transaction; later catch-ups only the stale ones (none here)."""
+    client.record_interactions(
+        [{"user_id": f"u{n:02}", "item_id": "x", "event_type": "click"} for n in range(10)]
+    )
+    client.refresh_users()
+    client.record_interactions(
+        [{"user_id": f"v{n:02}", "item_id": "y", "event_type": "click"} for n in range(10)]
+    )
+    chunks: list[list[str]] = []
+    refresh_chunk = users._refresh_chunk
+
+    def recorded(conn: psycopg.Connection, chunk: list[str], *args: object) -> None:
+        chunks.append(chunk)
+        refresh_chunk(conn, chunk, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(users, "_refresh_chunk", recorded)
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()  # several polls of 0.2 s after the first catch-up
+    users.watch_users(db_url, poll_interval=0.2, chunk_size=7, all_users=True, stop=stop)
+    assert [len(c) for c in chunks] == [7, 7, 6]
+    assert sorted(u for c in chunks for u in c) == [f"{p}{n:02}" for p in "uv" for n in range(10)]
+    assert users.stale_users(client.conn) == []
+    with pytest.raises(pgrecs.InvalidParameter, match="chunk_size"):
+        users.watch_users(db_url, chunk_size=0, stop=stop)
+
+
 @pytest.mark.parametrize("limit", [1, 3, 0])
 def test_refresh_stores_the_heaviest_positive_interactions(
     client: pgrecs.Client, limit: int
