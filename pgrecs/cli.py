@@ -118,8 +118,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         resolve_url(args.database_url),
         embedder,
         poll_interval=args.poll_interval,
-        chunk_size=args.chunk_size,
-        all_users=args.all,
         stop=watch.stop_on_signals(),
         report=show,
     )

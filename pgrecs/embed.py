@@ -33,7 +33,7 @@ from pgrecs.errors import (
     translated,
 )
 from pgrecs.items import Item
-from pgrecs.queries import query
+from pgrecs.queries import LOCK_KEY, query
 
 # The model sees at most this many characters of an item's enriched text (the hash covers all
 # of it). Models read a few hundred tokens at most; the cut only bounds tokenizer time and memory
@@ -275,6 +275,7 @@ def _switch(conn: psycopg.Connection[Any], embedder: Embedder) -> int:
     """One transaction: no writer may change items meanwhile, so what commits is all-new."""
     model = {"model": embedder.name}
     with translated(), conn.transaction():
+        conn.execute(query("lock_models"), {"key": LOCK_KEY})  # refresh chunks wait, then reload
         conn.execute(query("lock_items_for_switch"))
         # Items changed or added since staging (or staged under another hash): embed them now.
         delta = [_row(*values) for values in conn.execute(query("unswitched_items"), model)]

@@ -8,6 +8,11 @@ from importlib.resources import files
 
 from psycopg import sql
 
+# pg_advisory_xact_lock key ("pgrecs") that orders model changes with the writes that read the
+# models: `pgrecs train` and a content model switch take it exclusively, fill_collaborative and
+# each `pgrecs refresh` chunk take it shared.
+LOCK_KEY = 0x7067_7265_6373
+
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 

@@ -105,6 +105,23 @@ join pgrecs.event_types as e on e.event_type = x.event_type
 where x.user_id = any(%(user_ids)s)
 group by x.user_id;
 
+-- name: read_committed
+set transaction isolation level read committed;
+
+-- name: lock_models_shared
+-- `pgrecs train` and a content model switch take this lock exclusively (pgrecs.queries.LOCK_KEY)
+select pg_catalog.pg_advisory_xact_lock_shared(%(key)s);
+
+-- name: lock_models
+select pg_catalog.pg_advisory_xact_lock(%(key)s);
+
+-- name: active_models
+-- Which models' vectors the items hold: each active model row and its row version (xmin), so
+-- that a model deactivated and activated again also counts as a change.
+select coalesce(array_agg(model_id::text || ':' || xmin::text order by model_id), '{}')
+from pgrecs.models
+where active;
+
 -- name: item_vectors
 select item_id, embedding, collab_embedding
 from pgrecs.items

@@ -23,8 +23,8 @@ new one inserted (parameters: the tower's content path, for items embedded later
 item's `collab_embedding` rewritten, and stored user vectors marked stale, so `pgrecs.recommend`
 computes consistent ones from the live history until `pgrecs refresh` stores them again.
 `fill_collaborative` gives items embedded after training their vectors from the content path.
-A transaction-level advisory lock orders the two: a fill never writes an old model's vector
-into a catalogue the new model is being written to.
+A transaction-level advisory lock (pgrecs.queries.LOCK_KEY) orders the write with fills and
+user refreshes: neither writes vectors of the old model once the new one has committed.
 """
 
 from __future__ import annotations
@@ -54,12 +54,11 @@ from pgrecs.errors import (
     NotEmbedded,
     translated,
 )
+from pgrecs.queries import LOCK_KEY
 from pgrecs.users import DAY, MAX_HALF_LIVES, half_life_days
 
 MODEL_NAME = "pgrecs-two-tower"
 FORMAT = 1  # layout of models.parameters written by this module
-# pg_advisory_xact_lock key: train takes it exclusively to write, fill_collaborative shared.
-LOCK_KEY = 0x7067_7265_6373  # "pgrecs"
 WRITE_CHUNK = 2000  # item vectors per UPDATE
 FETCH_ROWS = 10_000  # interactions per round trip of the streaming cursor
 

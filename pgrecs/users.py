@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from pgrecs.errors import InvalidParameter, translated
 from pgrecs.items import string_list
-from pgrecs.queries import query
+from pgrecs.queries import LOCK_KEY, query
 
 MAX_HALF_LIVES = 100.0
 DAY = 86400.0
@@ -63,6 +63,7 @@ class ItemVectors:
     content: np.ndarray
     collaborative: np.ndarray | None
     has_collaborative: np.ndarray | None
+    models: list[str]  # the active models when loaded (query active_models)
 
     @classmethod
     def load(
@@ -78,6 +79,8 @@ class ItemVectors:
         else:
             stmt, params = query("item_vectors_of"), {"item_ids": list(item_ids)}
         with translated(), conn.cursor(binary=True) as cur:
+            # read first: vectors read after it are at least as new as these models
+            models = active_models(conn)
             for item_id, embedding, collab_embedding in cur.execute(stmt, params):
                 ids[item_id] = len(ids)
                 content.append(embedding.to_numpy())
@@ -85,14 +88,20 @@ class ItemVectors:
         matrix = np.vstack(content).astype(np.float32) if content else np.zeros((0, 1), np.float32)
         present = [v for v in collab if v is not None]
         if not present:
-            return cls(ids, matrix, None, None)
+            return cls(ids, matrix, None, None, models)
         collaborative = np.zeros((len(collab), present[0].shape[0]), np.float32)
         has = np.zeros(len(collab), bool)
         for row, vector in enumerate(collab):
             if vector is not None:
                 collaborative[row] = vector
                 has[row] = True
-        return cls(ids, matrix, collaborative, has)
+        return cls(ids, matrix, collaborative, has, models)
+
+
+def active_models(conn: psycopg.Connection[Any]) -> list[str]:
+    with translated():
+        row = conn.execute(query("active_models")).fetchone()
+    return list(row[0]) if row else []
 
 
 def decayed_weights(
@@ -229,7 +238,7 @@ def refresh_users(
         if stop is not None and stop.is_set():
             break
         chunk = targets[start : start + chunk_size]
-        _refresh_chunk(conn, chunk, items, half_life, limit)
+        items = _refresh_chunk(conn, chunk, items, half_life, limit)
         bar.update(len(chunk))
         done += len(chunk)
     bar.close()
@@ -242,12 +251,26 @@ def _refresh_chunk(
     items: ItemVectors | None,
     half_life: float | None,
     limit: int | None,
-) -> None:
+) -> ItemVectors | None:
+    """Write one chunk in one transaction; returns the catalogue's vectors it used (reloaded
+    when a train or model switch committed since `items` were read), or None (`items` None:
+    only the chunk's items were read)."""
     position = {user_id: row for row, user_id in enumerate(chunk)}
     n = len(chunk)
     counts = np.zeros(n, np.int64)
     last: list[int | None] = [None] * n
+    begins = conn.info.transaction_status == pq.TransactionStatus.IDLE  # else a savepoint
     with translated(), conn.transaction():
+        if begins:
+            # Each statement sees what committed before it, so the lock below orders the chunk
+            # after a train or model switch that holds it (taken exclusively) ...
+            conn.execute(query("read_committed"))
+        # ... and keeps one from committing before the chunk does: the vectors written were
+        # computed from the items' current model, and a later train marks them stale.
+        conn.execute(query("lock_models_shared"), {"key": LOCK_KEY})
+        shared = items
+        if shared is not None and shared.models != active_models(conn):
+            shared = ItemVectors.load(conn)
         # One statement, one snapshot: the stored count and newest id describe exactly the
         # interactions the vectors were computed from.
         with conn.cursor(binary=True) as cur:
@@ -261,8 +284,7 @@ def _refresh_chunk(
             last[row] = r[2]
         user_rows = np.repeat(order, sizes)
         item_ids = [item_id for r in rows for item_id in r[3]]
-        if items is None:
-            items = ItemVectors.load(conn, sorted(set(item_ids)))
+        items = shared or ItemVectors.load(conn, sorted(set(item_ids)))
         item_rows = np.fromiter((items.ids.get(i, -1) for i in item_ids), np.int64, len(item_ids))
         raw = np.concatenate([r[4] for r in rows] or [np.zeros(0)])
         ids = np.concatenate([r[5] for r in rows] or [np.zeros(0, np.int64)])
@@ -295,6 +317,7 @@ def _refresh_chunk(
                     for row, user_id in enumerate(chunk)
                 ],
             )
+    return shared
 
 
 def watch_users(

@@ -239,6 +239,47 @@ def test_retraining_replaces_every_vector_in_one_transaction(
     ).fetchone() == (2,)
 
 
+def test_a_refresh_overlapping_train_stores_the_new_models_vectors(
+    world: World, db16_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """refresh reads the catalogue's vectors once, then writes chunk by chunk: a train that
+    commits in between must not leave old-model user vectors marked current."""
+    from pgrecs import users
+
+    train(world.conn, **FAST)
+    refresh_chunk = users._refresh_chunk
+    train_may_write: list[tuple[Any, ...]] = []
+    weighted_means = users.weighted_means
+
+    def train_first(conn: psycopg.Connection, *args: Any) -> Any:
+        if not train_may_write:  # between the catalogue read and the first chunk
+            train(world.conn, **{**FAST, "seed": 1})
+        return refresh_chunk(conn, *args)
+
+    def look(*args: Any, **kwargs: Any) -> np.ndarray:
+        with psycopg.connect(db16_url, autocommit=True) as other:
+            train_may_write.append(
+                other.execute("select pg_try_advisory_xact_lock(%s)", (LOCK_KEY,)).fetchone()
+            )
+        return weighted_means(*args, **kwargs)
+
+    monkeypatch.setattr(users, "_refresh_chunk", train_first)
+    monkeypatch.setattr(users, "weighted_means", look)
+    with psycopg.connect(db16_url, autocommit=True) as conn:
+        register_vector(conn)
+        assert users.refresh_users(conn, chunk_size=25, progress=False).users == 60
+    assert set(train_may_write) == {(False,)}  # each chunk holds the lock shared
+    assert users.stale_users(world.conn) == []
+    query = "select user_id, collab_vector from pgrecs.users order by user_id"
+    written = world.conn.execute(query).fetchall()
+    monkeypatch.undo()
+    users.refresh_users(world.conn, all_users=True, progress=False)
+    again = world.conn.execute(query).fetchall()
+    assert [r[0] for r in written] == [r[0] for r in again]
+    for (user, a), (_, b) in zip(written, again, strict=True):
+        np.testing.assert_array_equal(a.to_numpy(), b.to_numpy(), err_msg=user)
+
+
 def test_an_item_embedded_during_training_gets_the_new_model(
     world: World, db16_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

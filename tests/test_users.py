@@ -199,9 +199,10 @@ import pgrecs
 from pgrecs import users
 original = users._refresh_chunk
 def slow(*args, **kwargs):
-    original(*args, **kwargs)
+    items = original(*args, **kwargs)
     print("chunk", flush=True)
     time.sleep(0.2)
+    return items
 users._refresh_chunk = slow
 with pgrecs.connect(sys.argv[1]) as client:
     client.refresh_users(chunk_size=10)
@@ -292,9 +293,10 @@ def test_watch_catch_up_stops_between_chunks(
     stop = threading.Event()
     refresh_chunk = users._refresh_chunk
 
-    def then_stop(*args: object) -> None:
-        refresh_chunk(*args)  # type: ignore[arg-type]
+    def then_stop(*args: object) -> users.ItemVectors | None:
+        items = refresh_chunk(*args)  # type: ignore[arg-type]
         stop.set()  # as the signal handler would, while the first chunk is written
+        return items
 
     monkeypatch.setattr(users, "_refresh_chunk", then_stop)
     users.watch_users(db_url, stop=stop)
@@ -316,9 +318,11 @@ def test_watch_all_and_chunk_size(
     chunks: list[list[str]] = []
     refresh_chunk = users._refresh_chunk
 
-    def recorded(conn: psycopg.Connection, chunk: list[str], *args: object) -> None:
+    def recorded(
+        conn: psycopg.Connection, chunk: list[str], *args: object
+    ) -> users.ItemVectors | None:
         chunks.append(chunk)
-        refresh_chunk(conn, chunk, *args)  # type: ignore[arg-type]
+        return refresh_chunk(conn, chunk, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(users, "_refresh_chunk", recorded)
     stop = threading.Event()
