@@ -12,6 +12,10 @@ from psycopg import sql
 # models: `pgrecs train` and a content model switch take it exclusively, fill_collaborative and
 # each `pgrecs refresh` chunk take it shared.
 LOCK_KEY = 0x7067_7265_6373
+# The key that orders refresh chunks (shared) with changes in place of what stored user vectors
+# were computed from (exclusive: the triggers of revision 0013 on interactions, event_types and
+# settings). Written as the literal 123589603189620 in sql/functions.
+USERS_LOCK_KEY = LOCK_KEY + 1
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 

@@ -108,9 +108,12 @@ group by x.user_id;
 -- name: read_committed
 set transaction isolation level read committed;
 
--- name: lock_models_shared
--- `pgrecs train` and a content model switch take this lock exclusively (pgrecs.queries.LOCK_KEY)
-select pg_catalog.pg_advisory_xact_lock_shared(%(key)s);
+-- name: lock_for_refresh
+-- A refresh chunk: the lock `pgrecs train` and a content model switch take exclusively
+-- (pgrecs.queries.LOCK_KEY), then the one the triggers of revision 0013 take exclusively when
+-- interactions, event type weights or half_life_days change in place (USERS_LOCK_KEY).
+select pg_catalog.pg_advisory_xact_lock_shared(%(models)s),
+       pg_catalog.pg_advisory_xact_lock_shared(%(users)s);
 
 -- name: lock_models
 select pg_catalog.pg_advisory_xact_lock(%(key)s);

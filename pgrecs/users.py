@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from pgrecs.errors import InvalidParameter, translated
 from pgrecs.items import string_list
-from pgrecs.queries import LOCK_KEY, query
+from pgrecs.queries import LOCK_KEY, USERS_LOCK_KEY, query
 
 MAX_HALF_LIVES = 100.0
 DAY = 86400.0
@@ -230,15 +230,13 @@ def refresh_users(
         return RefreshReport(0, time.perf_counter() - started)
     if items is None and user_ids is None:
         items = ItemVectors.load(conn)
-    half_life = half_life_days(conn)
-    limit = because_of_history(conn)
     bar = tqdm(total=len(targets), unit="user", desc="refreshing", disable=not progress)
     done = 0
     for start in range(0, len(targets), chunk_size):
         if stop is not None and stop.is_set():
             break
         chunk = targets[start : start + chunk_size]
-        items = _refresh_chunk(conn, chunk, items, half_life, limit)
+        items = _refresh_chunk(conn, chunk, items)
         bar.update(len(chunk))
         done += len(chunk)
     bar.close()
@@ -249,8 +247,6 @@ def _refresh_chunk(
     conn: psycopg.Connection[Any],
     chunk: list[str],
     items: ItemVectors | None,
-    half_life: float | None,
-    limit: int | None,
 ) -> ItemVectors | None:
     """Write one chunk in one transaction; returns the catalogue's vectors it used (reloaded
     when a train or model switch committed since `items` were read), or None (`items` None:
@@ -266,11 +262,15 @@ def _refresh_chunk(
             # after a train or model switch that holds it (taken exclusively) ...
             conn.execute(query("read_committed"))
         # ... and keeps one from committing before the chunk does: the vectors written were
-        # computed from the items' current model, and a later train marks them stale.
-        conn.execute(query("lock_models_shared"), {"key": LOCK_KEY})
+        # computed from the items' current model, and a later train marks them stale. The
+        # second lock does the same for the triggers of revision 0013 (an UPDATE of
+        # interactions, of event type weights or of half_life_days).
+        conn.execute(query("lock_for_refresh"), {"models": LOCK_KEY, "users": USERS_LOCK_KEY})
         shared = items
         if shared is not None and shared.models != active_models(conn):
             shared = ItemVectors.load(conn)
+        half_life = half_life_days(conn)
+        limit = because_of_history(conn)
         # One statement, one snapshot: the stored count and newest id describe exactly the
         # interactions the vectors were computed from.
         with conn.cursor(binary=True) as cur:

@@ -300,3 +300,12 @@ def test_function_privileges_match_the_golden_file(db_url: str) -> None:
         f"{f} reader={yes[r]} writer={yes[w]} public={yes[p]}\n" for f, r, w, p in rows
     )
     assert actual == GOLDEN_PRIVILEGES.read_text()
+
+
+def test_the_lock_key_in_sql_is_the_packages() -> None:
+    """The triggers of 0013 and the refresh chunks must take the same advisory lock."""
+    from pgrecs.queries import USERS_LOCK_KEY
+
+    for name in ("_interactions_changed.sql", "_users_stale.sql"):
+        text = (ROOT / "sql" / "functions" / name).read_text()
+        assert f"pg_advisory_xact_lock({USERS_LOCK_KEY})" in text, name

@@ -132,6 +132,87 @@ def test_only_stale_users_are_refreshed(client: pgrecs.Client) -> None:
     assert client.refresh_users(all_users=True).users == 3
 
 
+def current_vectors(client: pgrecs.Client) -> dict[str, list[float] | None]:
+    rows = client.conn.execute("select user_id, content_vector from pgrecs.users").fetchall()
+    return {u: None if v is None else v.to_list() for u, v in rows}
+
+
+def test_changes_in_place_make_stored_rows_stale(client: pgrecs.Client, db_url: str) -> None:
+    """Revision 0013: an UPDATE of interactions, of an event type's weight or of half_life_days
+    leaves count and newest id as they were; the triggers mark the rows stale instead."""
+    client.record_interactions(
+        [
+            {"user_id": u, "item_id": i, "event_type": e, "occurred_at": T0 + timedelta(days=d)}
+            for u, i, e, d in [
+                ("u1", "x", "click", 0),
+                ("u1", "y", "view", 1),
+                ("u2", "y", "click", 0),
+                ("u3", "z", "click", 0),
+            ]
+        ]
+    )
+    client.refresh_users()
+    update = "update pgrecs.interactions set {} where user_id = %s and item_id = %s"
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("listen pgrecs_interactions")
+        client.conn.execute(update.format("weight = weight"), ("u1", "x"))  # no change
+        assert users.stale_users(client.conn) == []
+        client.conn.execute(update.format("event_type = 'purchase'"), ("u1", "y"))
+        assert users.stale_users(client.conn) == ["u1"]
+        client.refresh_users()
+        client.conn.execute(update.format("user_id = 'u3'"), ("u2", "y"))  # moved to u3
+        assert users.stale_users(client.conn) == ["u2", "u3"]
+        client.refresh_users()
+        client.conn.execute("delete from pgrecs.interactions where user_id = 'u1'")
+        payloads = sorted(n.payload for n in listener.notifies(timeout=1, stop_after=4))
+    assert payloads == ["u1", "u1", "u2", "u3"]  # one per user per transaction
+    after = current_vectors(client)
+    client.refresh_users(all_users=True)
+    again = current_vectors(client)
+    assert after["u2"] is None  # the rows the trigger made stale were refreshed from new data
+    assert (after["u2"], after["u3"]) == (again["u2"], again["u3"])
+    assert after["u1"] is not None and again["u1"] is None  # a DELETE: stale by its count
+    client.record_interaction("u1", "x", "click")
+    client.refresh_users()
+
+    client.conn.execute("update pgrecs.event_types set description = 'x' where event_type = 'view'")
+    client.conn.execute("update pgrecs.settings set value = '1.01' where name = 'dedup_threshold'")
+    client.conn.execute("update pgrecs.settings set value = '30' where name = 'half_life_days'")
+    assert users.stale_users(client.conn) == []  # nothing the vectors depend on changed
+    client.conn.execute("update pgrecs.event_types set weight = 5 where event_type = 'click'")
+    assert users.stale_users(client.conn) == ["u1", "u3"]  # every stored row (u2: no row left)
+    client.refresh_users()
+    client.conn.execute("update pgrecs.settings set value = '7' where name = 'half_life_days'")
+    assert users.stale_users(client.conn) == ["u1", "u3"]
+    client.refresh_users()
+    client.conn.execute("delete from pgrecs.settings where name = 'half_life_days'")
+    assert users.stale_users(client.conn) == ["u1", "u3"]
+
+
+def test_a_refresh_waits_for_an_update_in_progress(client: pgrecs.Client, db_url: str) -> None:
+    """A refresh that reads a history while an UPDATE of it is uncommitted would store the old
+    vector as current once the UPDATE commits; it waits for it instead."""
+    client.record_interaction("u1", "x", "click")
+    client.record_interaction("u1", "y", "view")
+    client.refresh_users()
+    with psycopg.connect(db_url) as writer:
+        writer.execute(
+            "update pgrecs.interactions set weight = 50 where user_id = 'u1' and item_id = 'y'"
+        )
+        done = threading.Event()
+        refresher = threading.Thread(
+            target=lambda: (users.refresh_users(client.conn, ["u1"], progress=False), done.set())
+        )
+        refresher.start()
+        assert not done.wait(0.5)  # waits for the writer's transaction
+    refresher.join(10)
+    assert done.is_set()
+    assert users.stale_users(client.conn) == []
+    vector, count, _ = stored(client, "u1")
+    assert count == 2
+    assert vector[1] > 0.99  # y's new weight dominates
+
+
 def test_an_interaction_committed_late_with_a_lower_id_is_not_lost(
     client: pgrecs.Client, db_url: str
 ) -> None:
