@@ -329,7 +329,7 @@ def train(
     started = time.perf_counter()
     model = fit(conn, settings, threads=threads, progress=progress)
     writing = time.perf_counter()
-    model_id, written = _write(conn, model)
+    model_id, written = _write(conn, model, progress)
     m = model.metrics
     return TrainReport(
         model_id=model_id,
@@ -745,7 +745,9 @@ def _membership(batch: list[_History], n_items: int) -> sparse.csr_matrix:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def _write(conn: psycopg.Connection[Any], model: TrainedModel) -> tuple[int, int]:
+def _write(
+    conn: psycopg.Connection[Any], model: TrainedModel, progress: bool = False
+) -> tuple[int, int]:
     """One transaction: the new model row, every embedded item's vector, users marked stale."""
     written = 0
     with translated(), conn.transaction():
@@ -768,15 +770,20 @@ def _write(conn: psycopg.Connection[Any], model: TrainedModel) -> tuple[int, int
         # Read after taking the lock: items embedded during training are included, and a
         # concurrent fill_collaborative either committed before (overwritten here) or waits.
         catalogue = _load_catalogue(conn)
-        for start in range(0, len(catalogue.ids), WRITE_CHUNK):
-            ids = catalogue.ids[start : start + WRITE_CHUNK]
-            vectors = model.vectors(ids, catalogue.content[start : start + WRITE_CHUNK])
-            written += conn.execute(
-                _SQL["write_vectors"],
-                {"item_ids": ids, "vectors": list(vectors.astype(np.float32))},
-            ).rowcount
-        conn.execute(_SQL["clear_unembedded"])
-        conn.execute(_SQL["mark_users_stale"])
+        with tqdm(
+            total=len(catalogue.ids), unit="item", desc="writing", disable=not progress
+        ) as bar:
+            for start in range(0, len(catalogue.ids), WRITE_CHUNK):
+                ids = catalogue.ids[start : start + WRITE_CHUNK]
+                vectors = model.vectors(ids, catalogue.content[start : start + WRITE_CHUNK])
+                written += conn.execute(
+                    _SQL["write_vectors"],
+                    {"item_ids": ids, "vectors": list(vectors.astype(np.float32))},
+                ).rowcount
+                bar.update(len(ids))
+            bar.set_description("writing; marking user vectors stale")
+            conn.execute(_SQL["clear_unembedded"])
+            conn.execute(_SQL["mark_users_stale"])
     return int(row[0]), written
 
 

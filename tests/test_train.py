@@ -285,11 +285,11 @@ def test_an_item_embedded_during_training_gets_the_new_model(
 ) -> None:
     write = training._write
 
-    def embed_then_write(conn: psycopg.Connection, model: training.TrainedModel) -> Any:
+    def embed_then_write(conn: psycopg.Connection, model: training.TrainedModel, *rest: Any) -> Any:
         with psycopg.connect(db16_url, autocommit=True) as other:
             register_vector(other)
             insert_items(other, [("late", world.content["g0i0"])])
-        return write(conn, model)
+        return write(conn, model, *rest)
 
     monkeypatch.setattr(training, "_write", embed_then_write)
     report = train(world.conn, **FAST)
@@ -301,6 +301,14 @@ def test_an_item_embedded_during_training_gets_the_new_model(
     ).fetchone()[0]
     content_path = training.ContentTower.from_bytes(params).vectors(world.content["g0i0"][None])
     np.testing.assert_allclose(world.collab()["late"], content_path[0], atol=1e-6)
+
+
+def test_progress_covers_the_write(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    train(world.conn, **{**FAST, "progress": True})
+    err = capsys.readouterr().err
+    assert "training: 100%" in err
+    items = GROUPS * ITEMS_PER_GROUP
+    assert "writing; marking user vectors stale: 100%" in err and f"{items}/{items}" in err
 
 
 def test_same_seed_same_model(world: World) -> None:
