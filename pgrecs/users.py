@@ -20,6 +20,7 @@ chunk, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import time
@@ -285,7 +286,8 @@ def _refresh_chunk(
         user_rows = np.repeat(order, sizes)
         item_ids = [item_id for r in rows for item_id in r[3]]
         items = shared or ItemVectors.load(conn, sorted(set(item_ids)))
-        item_rows = np.fromiter((items.ids.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        rows_of = map(items.ids.get, item_ids, itertools.repeat(-1))  # -1: not embedded
+        item_rows = np.fromiter(rows_of, np.int64, len(item_ids))
         raw = np.concatenate([r[4] for r in rows] or [np.zeros(0)])
         ids = np.concatenate([r[5] for r in rows] or [np.zeros(0, np.int64)])
         at = np.concatenate([r[6] for r in rows] or [np.zeros(0, np.int64)])
