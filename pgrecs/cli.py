@@ -100,6 +100,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
         if args.switch_sql:
             print(embed.switch_sql(client.conn, args.model), end="")
             return 0
+        if not (args.reembed_all or args.watch):
+            idle = embed.nothing_pending(client.conn, args.model)
+            if idle is not None:  # no model to load
+                print(idle)
+                return 0
         embedder = embed.SentenceTransformerEmbedder(
             args.model, batch_size=args.batch_size, progress=not args.quiet
         )

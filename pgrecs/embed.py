@@ -156,13 +156,30 @@ def check_model(conn: psycopg.Connection[Any], embedder: Embedder) -> None:
             query("register_model"),
             {"kind": "embedding", "name": embedder.name, "dimension": embedder.dimension},
         )
+    _check_model_name(conn, embedder.name)
+
+
+def _check_model_name(conn: psycopg.Connection[Any], name: str) -> None:
+    with translated():
         active = conn.execute(query("active_model"), {"kind": "embedding"}).fetchone()
-    if active is not None and active[0] != embedder.name:
+    if active is not None and active[0] != name:
         raise ModelMismatch(
-            f"the database holds vectors from {active[0]!r}, not {embedder.name!r}; use "
+            f"the database holds vectors from {active[0]!r}, not {name!r}; use "
             f"--model {active[0]!r}, or switch every item to the new model with "
-            f"`pgrecs embed --reembed-all --model {embedder.name!r}`"
+            f"`pgrecs embed --reembed-all --model {name!r}`"
         )
+
+
+def nothing_pending(conn: psycopg.Connection[Any], model: str | None) -> EmbedReport | None:
+    """The report of `embed_pending` when no item is pending, without loading the model (which
+    takes seconds): None when there is work. Still refuses a model other than the active one
+    (ModelMismatch); with no active model yet, nothing is checked or registered."""
+    with translated():
+        pending, total = conn.execute(query("embed_counts")).fetchone() or (0, 0)
+    if pending:
+        return None
+    _check_model_name(conn, model or model_name())
+    return EmbedReport(embedded=0, cached=0, skipped=int(total))
 
 
 def embed_pending(

@@ -271,6 +271,23 @@ def test_real_model_end_to_end(db384_url: str, tmp_path: Path) -> None:
     assert order.index("dl-book") < order.index("pg-course")
     scores = {row["item_id"]: row["score"] for row in ranked}
     assert scores["dl-book"] > scores["pg-course"] + 0.1
+    # nothing pending: the model is not loaded (seconds), but another model is still refused
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    idle = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pgrecs.cli", "embed"],
+        env={**env, "PGRECS_DATABASE_URL": db384_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "5 already up to date" in idle.stdout
+    assert "sentence_transformers" not in idle.stderr and "torch" not in idle.stderr
+    other = pgrecs("embed", "--model", "/nonexistent/model", url=db384_url, check=False)
+    assert other.returncode == 1
+    assert "holds vectors from 'sentence-transformers/all-MiniLM-L6-v2'" in other.stderr
+    items.write_text(json.dumps({"item_id": "new", "title": "pending"}))
+    pgrecs("import", "items", str(items), url=db384_url)
     missing = pgrecs("embed", "--model", "/nonexistent/model", url=db384_url, check=False)
     assert missing.returncode == 1
     assert "cannot load embedding model '/nonexistent/model'" in missing.stderr
