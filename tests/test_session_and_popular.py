@@ -76,6 +76,17 @@ def test_session_weights_of_any_magnitude_rank_alike(fan: psycopg.Connection, sc
     assert ids(
         fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{1e-300,1}', k => 1)"
     ) == ids(fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{0,1}', k => 1)")
+    # ratios so far apart that dividing or multiplying them underflows double precision
+    # (an error in PostgreSQL, 22003, before revision 0013)
+    only_a160 = ids(fan, "pgrecs.recommend_for_items('{a0,a160}', weights => '{0,1}', k => 4)")
+    for weights in ("{1e-300,1e300}", "{-1e-300,1e300}", "{5e-324,1e-290}"):
+        call = f"pgrecs.recommend_for_items('{{a0,a160}}', weights => '{weights}', k => 4)"
+        assert ids(fan, call) == only_a160, weights
+    negative = "pgrecs.recommend_for_items('{a0}', weights => '{1e-300}', negative_item_ids => '{a160}', k => 4)"
+    assert ids(fan, negative) == ids(
+        fan,
+        "pgrecs.recommend_for_items('{a0}', weights => '{0}', negative_item_ids => '{a160}', k => 4)",
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,10 @@ payload (the watcher then catches up on every stale user). All three take adviso
 from reading the histories to its commit, so no refresh stores vectors of the old data as
 current. Rows made stale by such changes before this revision are not found: run
 `pgrecs refresh --all` once if interactions were updated in place.
+
+Also pgrecs.recommend_for_items: a weight below 1e-30 of the largest (or a negative item's -1
+below 1e-30 of it) counts as 0. Such weights underflowed double precision, which PostgreSQL
+raises as an error (22003).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ FUNCTIONS = "pgrecs._interactions_changed(), pgrecs._users_stale()"
 
 
 def upgrade() -> None:
+    execute_sql_file("0013", "recommend_for_items.sql")
     execute_sql_file("0013", "_interactions_changed.sql")
     execute_sql_file("0013", "_users_stale.sql")
     execute_sql(f"""
@@ -63,3 +68,4 @@ drop trigger interactions_deleted on pgrecs.interactions;
 drop trigger interactions_stale on pgrecs.interactions;
 drop function {FUNCTIONS};
 """)
+    execute_sql_file("0012", "recommend_for_items.sql")

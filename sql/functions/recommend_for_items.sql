@@ -79,7 +79,9 @@ begin
 
     -- Weighted sum, dimension by dimension (input lists are short), scaled so the largest
     -- coefficient is 1 (cosine ignores the length; huge or tiny weights then neither overflow
-    -- nor underflow single precision); sums below 1e-30 are 0.
+    -- nor underflow single precision); a coefficient below 1e-30 of the largest is 0 (compared
+    -- by logarithms: dividing or multiplying such numbers underflows double precision, which
+    -- PostgreSQL raises as an error), and so are sums below 1e-30.
     v_scale := greatest(coalesce((select max(abs(w)) from unnest(weights) as w), 1),
                         case when cardinality(negative_item_ids) > 0 then 1 else 0 end);
     if v_scale = 0 then  -- every weight 0 and no negative item: the sum is zero anyway
@@ -91,10 +93,15 @@ begin
                (case when abs(sum(w.weight * u.value)) < 1e-30 then 0
                      else sum(w.weight * u.value) end)::real as value
         from (
-            select p.id, coalesce(p.weight, 1) / v_scale as weight
-            from unnest(item_ids, weights) as p(id, weight)
-            union all
-            select n.id, -1 / v_scale from unnest(negative_item_ids) as n(id)
+            select r.id,
+                   case when r.raw = 0 or ln(abs(r.raw)) - ln(v_scale) < -69 then 0
+                        else r.raw / v_scale end as weight
+            from (
+                select p.id, coalesce(p.weight, 1) as raw
+                from unnest(item_ids, weights) as p(id, weight)
+                union all
+                select n.id, -1 from unnest(negative_item_ids) as n(id)
+            ) as r
         ) as w
         join pgrecs.items as i on i.item_id = w.id
         cross join lateral unnest(i.embedding::real[]) with ordinality as u(value, dim)
