@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import pq
 
 from pgrecs import embedded
 from pgrecs.config import configured_url
-from pgrecs.errors import PgvectorMissing, SchemaOutdated, translate, translated
+from pgrecs.errors import (
+    InvalidParameter,
+    PgvectorMissing,
+    SchemaOutdated,
+    translate,
+    translated,
+)
 from pgrecs.queries import query
 
 # The Alembic head this package's SQL calls expect (a test keeps it equal to migrations/).
@@ -70,3 +79,25 @@ def check_database(conn: psycopg.Connection[Any]) -> None:
             f"the schema of {where} is {state}, this pgrecs needs {SCHEMA_REVISION}: "
             "run `pgrecs migrate` (or `alembic upgrade head`)"
         )
+
+
+@contextmanager
+def read_committed(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
+    """A transaction (a savepoint inside the caller's) in which each statement sees what
+    committed before it. Writers that wait for a lock and then mark stored user vectors stale,
+    or read the data they are computed from, need that: a REPEATABLE READ snapshot is taken
+    before the wait. Inside a caller's transaction at another level: InvalidParameter."""
+    begins = conn.info.transaction_status == pq.TransactionStatus.IDLE
+    if not begins:
+        with translated():
+            row = conn.execute(query("isolation")).fetchone()
+        if row is not None and row[0] != "read committed":
+            raise InvalidParameter(
+                f"{what} inside a {row[0].upper()} transaction could keep vectors computed from "
+                "data changed since its snapshot: run it outside a transaction or in a READ "
+                "COMMITTED one"
+            )
+    with translated(), conn.transaction():
+        if begins:
+            conn.execute(query("read_committed"))
+        yield

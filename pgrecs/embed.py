@@ -24,6 +24,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from pgrecs.config import DEFAULT_MODEL, model_name
+from pgrecs.db import read_committed
 from pgrecs.errors import (
     ConfigurationError,
     DatabaseError,
@@ -291,7 +292,8 @@ def reembed_all(
 def _switch(conn: psycopg.Connection[Any], embedder: Embedder) -> int:
     """One transaction: no writer may change items meanwhile, so what commits is all-new."""
     model = {"model": embedder.name}
-    with translated(), conn.transaction():
+    # read committed: what follows the lock sees every refresh chunk that committed meanwhile
+    with read_committed(conn, "the model switch"), translated():
         conn.execute(query("lock_models"), {"key": LOCK_KEY})  # refresh chunks wait, then reload
         conn.execute(query("lock_items_for_switch"))
         # Items changed or added since staging (or staged under another hash): embed them now.

@@ -70,12 +70,13 @@ select pgrecs.record_interaction(%(user_id)s, %(item_id)s, %(event_type)s,
                                  coalesce(%(occurred_at)s, now()));
 
 -- User vectors (pgrecs/users.py). A user is stale when the interactions they have now differ
--- from the ones their stored vectors were computed from (count or newest id).
+-- from the ones their stored vectors were computed from (count or newest stamp: a row's stamp is
+-- greatest(interaction_id, revised), revised being set when an UPDATE changes the row).
 
 -- name: stale_users
 select coalesce(s.user_id, u.user_id) as user_id
 from (
-    select x.user_id, count(*) as n, max(x.interaction_id) as last
+    select x.user_id, count(*) as n, max(greatest(x.interaction_id, x.revised)) as last
     from pgrecs.interactions as x
     group by x.user_id
 ) as s
@@ -94,10 +95,10 @@ select user_id from pgrecs.users
 order by 1;
 
 -- name: user_histories
--- One row per user with interactions: count, newest id, and the history as parallel arrays
+-- One row per user with interactions: count, newest stamp, and the history as parallel arrays
 -- (read in binary as numpy arrays: pgrecs.users._HISTORY_LOADERS). occurred_at goes as it is:
 -- computing epoch seconds here (numeric arithmetic) took half the query's time.
-select x.user_id, count(*), max(x.interaction_id), array_agg(x.item_id),
+select x.user_id, count(*), max(greatest(x.interaction_id, x.revised)), array_agg(x.item_id),
        array_agg(coalesce(x.weight, e.weight)), array_agg(x.interaction_id),
        array_agg(x.occurred_at)
 from pgrecs.interactions as x
@@ -108,12 +109,16 @@ group by x.user_id;
 -- name: read_committed
 set transaction isolation level read committed;
 
+-- name: isolation
+select pg_catalog.current_setting('transaction_isolation');
+
 -- name: lock_for_refresh
--- A refresh chunk: the lock `pgrecs train` and a content model switch take exclusively
--- (pgrecs.queries.LOCK_KEY), then the one the triggers of revision 0013 take exclusively when
--- interactions, event type weights or half_life_days change in place (USERS_LOCK_KEY).
-select pg_catalog.pg_advisory_xact_lock_shared(%(models)s),
-       pg_catalog.pg_advisory_xact_lock_shared(%(users)s);
+-- A refresh chunk: the lock pgrecs._users_stale takes exclusively when event type weights or
+-- half_life_days change or interactions are truncated (pgrecs.queries.USERS_LOCK_KEY), then the
+-- one `pgrecs train` and a content model switch take exclusively (LOCK_KEY). In this order, a
+-- chunk waiting for the first holds nothing train waits for.
+select pg_catalog.pg_advisory_xact_lock_shared(%(users)s),
+       pg_catalog.pg_advisory_xact_lock_shared(%(models)s);
 
 -- name: lock_models
 select pg_catalog.pg_advisory_xact_lock(%(key)s);

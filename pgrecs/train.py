@@ -47,6 +47,7 @@ from psycopg.types.json import Jsonb
 from scipy import sparse
 from tqdm import tqdm
 
+from pgrecs.db import read_committed
 from pgrecs.errors import (
     DimensionMismatch,
     InvalidParameter,
@@ -750,7 +751,8 @@ def _write(
 ) -> tuple[int, int]:
     """One transaction: the new model row, every embedded item's vector, users marked stale."""
     written = 0
-    with translated(), conn.transaction():
+    # read committed: what follows the lock sees every refresh chunk that committed meanwhile
+    with read_committed(conn, "train"), translated():
         conn.execute(_SQL["lock"], {"key": LOCK_KEY})
         if _column_dimension(conn, "collab_embedding") != model.tower.dimension:
             raise DimensionMismatch("items.collab_embedding changed dimension during training")

@@ -12,8 +12,9 @@ Each stored row also lists the user's heaviest positive interactions with their 
 and times (as many as settings.because_of_history), so that recommend can name because_of
 without weighing the history or reading the interactions again while the row is current.
 
-A stored vector is current when the user's interaction count and newest interaction id equal
-the ones it was computed from; `refresh_users` recomputes the others in chunks (memory grows
+A stored vector is current when the user's interaction count and newest stamp (an
+interaction's greatest(interaction_id, revised): an UPDATE that changes a row stamps it anew)
+equal the ones it was computed from; `refresh_users` recomputes the others in chunks (memory grows
 with the chunk and the catalogue's vectors, not with the interaction log) and commits chunk by
 chunk, so an interrupted run resumes where it stopped.
 """
@@ -37,6 +38,7 @@ from psycopg.postgres import types as pg_types
 from scipy import sparse
 from tqdm import tqdm
 
+from pgrecs.db import read_committed
 from pgrecs.errors import InvalidParameter, translated
 from pgrecs.items import string_list
 from pgrecs.queries import LOCK_KEY, USERS_LOCK_KEY, query
@@ -223,14 +225,15 @@ def refresh_users(
     if chunk_size < 1:
         raise InvalidParameter("chunk_size must be at least 1")
     started = time.perf_counter()
-    if user_ids is not None:
-        targets = string_list(user_ids, "user_ids")
-    else:
-        targets = stale_users(conn, all_users=all_users)
+    with read_committed(conn, "refresh_users"):  # committed at once on a fresh connection
+        if user_ids is not None:
+            targets = string_list(user_ids, "user_ids")
+        else:
+            targets = stale_users(conn, all_users=all_users)
+        if targets and items is None and user_ids is None:
+            items = ItemVectors.load(conn)
     if not targets:
         return RefreshReport(0, time.perf_counter() - started)
-    if items is None and user_ids is None:
-        items = ItemVectors.load(conn)
     bar = tqdm(total=len(targets), unit="user", desc="refreshing", disable=not progress)
     done = 0
     for start in range(0, len(targets), chunk_size):
@@ -256,16 +259,11 @@ def _refresh_chunk(
     n = len(chunk)
     counts = np.zeros(n, np.int64)
     last: list[int | None] = [None] * n
-    begins = conn.info.transaction_status == pq.TransactionStatus.IDLE  # else a savepoint
-    with translated(), conn.transaction():
-        if begins:
-            # Each statement sees what committed before it, so the lock below orders the chunk
-            # after a train or model switch that holds it (taken exclusively) ...
-            conn.execute(query("read_committed"))
-        # ... and keeps one from committing before the chunk does: the vectors written were
-        # computed from the items' current model, and a later train marks them stale. The
-        # second lock does the same for the triggers of revision 0013 (an UPDATE of
-        # interactions, of event type weights or of half_life_days).
+    # Read committed: each statement sees what committed before it, so the locks below order
+    # the chunk after a train, a model switch or a change of weights that holds one (taken
+    # exclusively), and keep one from committing before the chunk does: the vectors written
+    # were computed from the current models and rule, and a later change marks them stale.
+    with read_committed(conn, "refresh_users"), translated():
         conn.execute(query("lock_for_refresh"), {"models": LOCK_KEY, "users": USERS_LOCK_KEY})
         shared = items
         if shared is not None and shared.models != active_models(conn):

@@ -306,6 +306,6 @@ def test_the_lock_key_in_sql_is_the_packages() -> None:
     """The triggers of 0013 and the refresh chunks must take the same advisory lock."""
     from pgrecs.queries import USERS_LOCK_KEY
 
-    for name in ("_interactions_changed.sql", "_users_stale.sql"):
+    for name in ("_users_stale.sql",):
         text = (ROOT / "sql" / "functions" / name).read_text()
         assert f"pg_advisory_xact_lock({USERS_LOCK_KEY})" in text, name

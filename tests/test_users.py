@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -138,8 +139,9 @@ def current_vectors(client: pgrecs.Client) -> dict[str, list[float] | None]:
 
 
 def test_changes_in_place_make_stored_rows_stale(client: pgrecs.Client, db_url: str) -> None:
-    """Revision 0013: an UPDATE of interactions, of an event type's weight or of half_life_days
-    leaves count and newest id as they were; the triggers mark the rows stale instead."""
+    """Revision 0013: an UPDATE of interactions stamps the rows it changes (revised), so their
+    users' count and newest stamp no longer match; an event type's weight, half_life_days and a
+    TRUNCATE mark every stored row stale. The watcher is notified of updates and deletes."""
     client.record_interactions(
         [
             {"user_id": u, "item_id": i, "event_type": e, "occurred_at": T0 + timedelta(days=d)}
@@ -152,26 +154,36 @@ def test_changes_in_place_make_stored_rows_stale(client: pgrecs.Client, db_url: 
         ]
     )
     client.refresh_users()
+    ids = "select interaction_id, revised from pgrecs.interactions order by interaction_id"
+    before = client.conn.execute(ids).fetchall()
     update = "update pgrecs.interactions set {} where user_id = %s and item_id = %s"
+    xy_score = "select score from pgrecs.recommend('u1', k => 2) where item_id = 'xy'"  # seen: x, y
     with psycopg.connect(db_url, autocommit=True) as listener:
         listener.execute("listen pgrecs_interactions")
         client.conn.execute(update.format("weight = weight"), ("u1", "x"))  # no change
         assert users.stale_users(client.conn) == []
-        client.conn.execute(update.format("event_type = 'purchase'"), ("u1", "y"))
+        assert client.conn.execute(ids).fetchall() == before
+        old_score = client.conn.execute(xy_score).fetchone()
+        client.conn.execute(update.format("weight = 50"), ("u1", "y"))
         assert users.stale_users(client.conn) == ["u1"]
+        live_score = client.conn.execute(xy_score).fetchone()  # recommend sees it stale too
         client.refresh_users()
+        assert client.conn.execute(xy_score).fetchone() == live_score != old_score
         client.conn.execute(update.format("user_id = 'u3'"), ("u2", "y"))  # moved to u3
         assert users.stale_users(client.conn) == ["u2", "u3"]
         client.refresh_users()
         client.conn.execute("delete from pgrecs.interactions where user_id = 'u1'")
         payloads = sorted(n.payload for n in listener.notifies(timeout=1, stop_after=4))
     assert payloads == ["u1", "u1", "u2", "u3"]  # one per user per transaction
-    after = current_vectors(client)
+    after = client.conn.execute(ids).fetchall()
+    assert [i for i, _ in after] == [i for i, _ in before[2:]]  # u1's deleted, ids kept
+    assert [r is not None for _, r in after] == [True, False]  # the moved row: stamped
+    vectors = current_vectors(client)
     client.refresh_users(all_users=True)
     again = current_vectors(client)
-    assert after["u2"] is None  # the rows the trigger made stale were refreshed from new data
-    assert (after["u2"], after["u3"]) == (again["u2"], again["u3"])
-    assert after["u1"] is not None and again["u1"] is None  # a DELETE: stale by its count
+    assert vectors["u2"] is None  # the rows the updates made stale were refreshed from new data
+    assert (vectors["u2"], vectors["u3"]) == (again["u2"], again["u3"])
+    assert vectors["u1"] is not None and again["u1"] is None  # a DELETE: stale by its count
     client.record_interaction("u1", "x", "click")
     client.refresh_users()
 
@@ -187,11 +199,37 @@ def test_changes_in_place_make_stored_rows_stale(client: pgrecs.Client, db_url: 
     client.refresh_users()
     client.conn.execute("delete from pgrecs.settings where name = 'half_life_days'")
     assert users.stale_users(client.conn) == ["u1", "u3"]
+    client.refresh_users()
+    with (
+        psycopg.connect(db_url, autocommit=True) as admin,
+        pytest.raises(
+            psycopg.errors.ActiveSqlTransaction, match="needs a READ COMMITTED transaction"
+        ),
+        admin.transaction(),
+    ):
+        admin.execute("set transaction isolation level repeatable read")
+        admin.execute("update pgrecs.event_types set weight = 6 where event_type = 'click'")
+    assert users.stale_users(client.conn) == []  # refused: nothing changed
+
+    # TRUNCATE ... RESTART IDENTITY, then the same count and ids again
+    rows = client.conn.execute(
+        "select user_id, item_id, event_type, occurred_at from pgrecs.interactions"
+        " order by interaction_id"
+    ).fetchall()
+    client.conn.execute("truncate pgrecs.interactions restart identity")
+    with client.conn.cursor() as cur:
+        cur.executemany(
+            "insert into pgrecs.interactions (user_id, item_id, event_type, occurred_at)"
+            " values (%s, %s, 'purchase', %s)",
+            [(u, "xy", at) for u, _, _, at in rows],
+        )
+    assert users.stale_users(client.conn) == ["u1", "u3"]
 
 
-def test_a_refresh_waits_for_an_update_in_progress(client: pgrecs.Client, db_url: str) -> None:
-    """A refresh that reads a history while an UPDATE of it is uncommitted would store the old
-    vector as current once the UPDATE commits; it waits for it instead."""
+def test_an_update_committed_after_a_refresh_read_the_history_is_not_lost(
+    client: pgrecs.Client, db_url: str
+) -> None:
+    """The refresh stores the stamps it read; the update's new stamp then shows."""
     client.record_interaction("u1", "x", "click")
     client.record_interaction("u1", "y", "view")
     client.refresh_users()
@@ -199,18 +237,40 @@ def test_a_refresh_waits_for_an_update_in_progress(client: pgrecs.Client, db_url
         writer.execute(
             "update pgrecs.interactions set weight = 50 where user_id = 'u1' and item_id = 'y'"
         )
-        done = threading.Event()
-        refresher = threading.Thread(
-            target=lambda: (users.refresh_users(client.conn, ["u1"], progress=False), done.set())
-        )
-        refresher.start()
-        assert not done.wait(0.5)  # waits for the writer's transaction
-    refresher.join(10)
-    assert done.is_set()
-    assert users.stale_users(client.conn) == []
+        assert client.refresh_users(all_users=True).users == 1  # reads the committed history
+        assert users.stale_users(client.conn) == []
+    assert users.stale_users(client.conn) == ["u1"]
+    client.refresh_users()
     vector, count, _ = stored(client, "u1")
     assert count == 2
     assert vector[1] > 0.99  # y's new weight dominates
+
+
+def test_a_weight_change_waits_for_the_refresh_chunk_in_progress(
+    client: pgrecs.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk read event type weights before the change commits: the change waits for the
+    chunk, then marks what it wrote stale."""
+    client.record_interaction("u1", "x", "click")
+    weighted_means = users.weighted_means
+    refused: list[str] = []
+
+    def change_weights_meanwhile(*args: Any, **kwargs: Any) -> np.ndarray:
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute("set lock_timeout = '200ms'")
+            try:
+                admin.execute("update pgrecs.event_types set weight = 9 where event_type = 'click'")
+            except psycopg.errors.LockNotAvailable as exc:
+                refused.append(str(exc))
+        return weighted_means(*args, **kwargs)
+
+    monkeypatch.setattr(users, "weighted_means", change_weights_meanwhile)
+    client.refresh_users()
+    assert len(refused) == 1  # the change timed out waiting for the chunk
+    monkeypatch.undo()
+    assert users.stale_users(client.conn) == []
+    client.conn.execute("update pgrecs.event_types set weight = 9 where event_type = 'click'")
+    assert users.stale_users(client.conn) == ["u1"]
 
 
 def test_an_interaction_committed_late_with_a_lower_id_is_not_lost(

@@ -4,23 +4,34 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-03
 
-A stored row of pgrecs.users is judged current by the user's interaction count and newest
-interaction_id. Inserts and deletes change those; three other changes did not, and `recommend`
-kept serving vectors computed from the old data until a `pgrecs refresh --all`:
+A stored row of pgrecs.users was judged current by the user's interaction count and newest
+interaction_id. Inserts and deletes change those; other changes did not, and `recommend` kept
+serving vectors computed from the old data until a `pgrecs refresh --all`:
 
-- an UPDATE of an interaction (its user, item, event type, weight or time): trigger
-  interactions_stale (pgrecs._interactions_changed) marks the stored rows of the users it
-  changed stale and notifies pgrecs_interactions for each (so does a DELETE, whose rows are
-  stale already, so that `pgrecs refresh --watch` refreshes them at once);
-- an UPDATE of an event type's weight: trigger event_types_users_stale;
-- a change of the half_life_days setting: trigger settings_users_stale.
+- An UPDATE of an interaction (its user, item, event type, weight or time). pgrecs.interactions
+  gains `revised bigint`: trigger interactions_revised (pgrecs._interactions_revised, before
+  update, each row) sets it from interaction_id's sequence when one of those columns changes.
+  A row's stamp is greatest(interaction_id, revised), and a stored row is current while the
+  user's count and newest stamp match it (pgrecs.recommend and `pgrecs refresh` compare them).
+  So an update works like an insert: no locks, any isolation level, and a refresh that read the
+  history before the update committed has stored the old stamp. interaction_id never changes.
+  Adding the column rewrites nothing (it is NULL for existing rows). The trigger calls
+  nextval(), so a role that updates interactions needs USAGE on the sequence (granted to
+  pgrecs_writer here).
+- An UPDATE of an event type's weight (trigger event_types_users_stale), a change of the
+  half_life_days setting (settings_users_stale), and a TRUNCATE of interactions, after which
+  the ids restart and can repeat stored stamps (interactions_truncated): every stored row is
+  marked stale (one write per stored user) and the watcher notified with an empty payload.
+  pgrecs._users_stale first takes advisory lock 123589603189620 (pgrecs.queries.USERS_LOCK_KEY)
+  exclusively, which each `pgrecs refresh` chunk holds shared from reading the settings to its
+  commit, and refuses to run outside READ COMMITTED (25001): its update must see what such a
+  chunk committed.
+- UPDATE and DELETE of interactions notify pgrecs_interactions per user, as inserts do
+  (interactions_notify_changed, interactions_notify_deleted: pgrecs._interactions_changed), so
+  `pgrecs refresh --watch` refreshes those users at once.
 
-The last two mark every stored row stale (one write per stored user) and notify with an empty
-payload (the watcher then catches up on every stale user). All three take advisory lock
-123589603189620 (pgrecs.queries.USERS_LOCK_KEY), which each `pgrecs refresh` chunk holds shared
-from reading the histories to its commit, so no refresh stores vectors of the old data as
-current. Rows made stale by such changes before this revision are not found: run
-`pgrecs refresh --all` once if interactions were updated in place.
+Rows made stale by such changes before this revision are not found: run `pgrecs refresh --all`
+once if interactions, event type weights or half_life_days were changed in place.
 
 Also pgrecs.recommend_for_items: a weight below 1e-30 of the largest (or a negative item's -1
 below 1e-30 of it) counts as 0. Such weights underflowed double precision, which PostgreSQL
@@ -36,20 +47,34 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
-FUNCTIONS = "pgrecs._interactions_changed(), pgrecs._users_stale()"
+FUNCTIONS = "pgrecs._interactions_revised(), pgrecs._interactions_changed(), pgrecs._users_stale()"
 
 
 def upgrade() -> None:
-    execute_sql_file("0013", "recommend_for_items.sql")
+    execute_sql("""
+alter table pgrecs.interactions add column revised bigint;
+comment on column pgrecs.interactions.revised is
+    'Set by trigger interactions_revised when an UPDATE changes the row; greatest(interaction_id, revised) is the stamp stored user vectors are compared with.';
+grant usage on sequence pgrecs.interactions_interaction_id_seq to pgrecs_writer;
+""")
+    execute_sql_file("0013", "_interactions_revised.sql")
     execute_sql_file("0013", "_interactions_changed.sql")
     execute_sql_file("0013", "_users_stale.sql")
+    execute_sql_file("0013", "recommend.sql")
+    execute_sql_file("0013", "recommend_for_items.sql")
     execute_sql(f"""
-create trigger interactions_stale
+create trigger interactions_revised
+    before update on pgrecs.interactions
+    for each row execute function pgrecs._interactions_revised();
+create trigger interactions_notify_changed
     after update on pgrecs.interactions referencing old table as old_rows new table as new_rows
     for each statement execute function pgrecs._interactions_changed();
-create trigger interactions_deleted
+create trigger interactions_notify_deleted
     after delete on pgrecs.interactions referencing old table as old_rows
     for each statement execute function pgrecs._interactions_changed();
+create trigger interactions_truncated
+    after truncate on pgrecs.interactions
+    for each statement execute function pgrecs._users_stale();
 create trigger event_types_users_stale
     after update on pgrecs.event_types referencing old table as old_rows new table as new_rows
     for each statement execute function pgrecs._users_stale();
@@ -64,8 +89,15 @@ def downgrade() -> None:
     execute_sql(f"""
 drop trigger settings_users_stale on pgrecs.settings;
 drop trigger event_types_users_stale on pgrecs.event_types;
-drop trigger interactions_deleted on pgrecs.interactions;
-drop trigger interactions_stale on pgrecs.interactions;
+drop trigger interactions_truncated on pgrecs.interactions;
+drop trigger interactions_notify_deleted on pgrecs.interactions;
+drop trigger interactions_notify_changed on pgrecs.interactions;
+drop trigger interactions_revised on pgrecs.interactions;
 drop function {FUNCTIONS};
 """)
     execute_sql_file("0012", "recommend_for_items.sql")
+    execute_sql_file("0011", "recommend.sql")
+    execute_sql("""
+revoke usage on sequence pgrecs.interactions_interaction_id_seq from pgrecs_writer;
+alter table pgrecs.interactions drop column revised;
+""")

@@ -1,11 +1,16 @@
--- pgrecs._users_stale: trigger on pgrecs.event_types (statement, after UPDATE) and
--- pgrecs.settings (row, after INSERT, UPDATE or DELETE). An event type's weight and the
--- half_life_days setting enter every stored user vector, so changing them marks every stored
--- row stale (refreshed_through = NULL, one write per stored user): recommend computes the
--- vectors from the live history with the new rule until `pgrecs refresh` stores them again.
--- The advisory lock is the one pgrecs._interactions_changed takes, for the same reason.
--- NOTIFY pgrecs_interactions with an empty payload makes `pgrecs refresh --watch` catch up on
--- every stale user.
+-- pgrecs._users_stale: trigger on pgrecs.event_types (statement, after UPDATE),
+-- pgrecs.settings (row, after INSERT, UPDATE or DELETE) and pgrecs.interactions (after
+-- TRUNCATE). An event type's weight and the half_life_days setting enter every stored user
+-- vector, and a TRUNCATE (RESTART IDENTITY) can bring back the counts and stamps rows were
+-- stored with, so these mark every stored row stale (refreshed_through = NULL, one write per
+-- stored user): recommend computes the vectors from the live history until `pgrecs refresh`
+-- stores them again. NOTIFY pgrecs_interactions with an empty payload makes
+-- `pgrecs refresh --watch` catch up on every stale user.
+-- Advisory lock 123589603189620 (taken exclusively) waits for a `pgrecs refresh` chunk in
+-- progress (each holds it shared from reading the settings to its commit) and holds later ones
+-- until this transaction ends. The update that follows must see the rows such a chunk wrote,
+-- so it must run in a READ COMMITTED transaction (its own snapshot, taken after the wait);
+-- in REPEATABLE READ or SERIALIZABLE the change is refused (25001).
 create or replace function pgrecs._users_stale()
 returns trigger
 language plpgsql
@@ -21,10 +26,20 @@ begin
         ) then
             return null;
         end if;
-    elsif (old.name is distinct from 'half_life_days'
-           and new.name is distinct from 'half_life_days')
-          or (old.name, old.value) is not distinct from (new.name, new.value) then
-        return null;
+    elsif tg_table_name = 'settings' then
+        if (old.name is distinct from 'half_life_days'
+            and new.name is distinct from 'half_life_days')
+           or (old.name, old.value) is not distinct from (new.name, new.value) then
+            return null;
+        end if;
+    end if;
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+        raise exception using errcode = 'active_sql_transaction',
+            message = format('pgrecs: %s of pgrecs.%s marks stored user vectors stale, which '
+                             'needs a READ COMMITTED transaction, not %s',
+                             lower(tg_op), tg_table_name,
+                             upper(pg_catalog.current_setting('transaction_isolation'))),
+            hint = 'run the change in its own transaction at the default isolation level';
     end if;
     perform pg_catalog.pg_advisory_xact_lock(123589603189620);
     update pgrecs.users set refreshed_through = null where refreshed_through is not null;

@@ -2,7 +2,9 @@
 --
 -- A user with no positive interaction (unknown, new, or only negative events) gets popular items
 -- (source 'popular'). Otherwise the user's vectors are the weighted means of pgrecs._history:
--- the stored ones in pgrecs.users when they cover the user's latest interaction, else computed
+-- the stored ones in pgrecs.users when they cover the user's interactions as they are now (same
+-- count, same newest stamp greatest(interaction_id, revised): pgrecs._interactions_revised
+-- stamps a row an UPDATE changes), else computed
 -- from the live history on the spot, so a click counts on the very next call and a missing or
 -- stale refresh never makes the call fail. The spaces are blended by pgrecs._content_weight
 -- (content leads below warm_threshold interactions, collaborative above) and ranked by
@@ -64,7 +66,7 @@ begin
                              coalesce(diversity::text, 'NULL'));
     end if;
 
-    select count(*), max(x.interaction_id) into v_count, v_last
+    select count(*), max(greatest(x.interaction_id, x.revised)) into v_count, v_last
     from pgrecs.interactions as x where x.user_id = v_user;
     if v_count > 0 then
         select u.content_vector, u.collab_vector, u.because_of_interactions,
