@@ -18,6 +18,7 @@ from pgvector.psycopg import register_vector
 
 import pgrecs
 from pgrecs import users
+from pgrecs.db import open_connection
 from tests.conftest import ROOT, insert_items
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -246,6 +247,30 @@ def test_an_update_committed_after_a_refresh_read_the_history_is_not_lost(
     assert vector[1] > 0.99  # y's new weight dominates
 
 
+def test_refresh_in_a_callers_transaction(client: pgrecs.Client, db_url: str) -> None:
+    """Read committed, it joins the caller's transaction; at another level it is refused, since
+    its snapshot could predate a change that marked rows stale. A writer may update events."""
+    client.record_interaction("u1", "x", "click")
+    with open_connection(db_url) as conn:  # not autocommit: idle until the first statement
+        assert users.refresh_users(conn, progress=False).users == 1
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # committed
+        client.record_interaction("u1", "y", "click")
+        conn.execute("set transaction isolation level repeatable read")
+        with pytest.raises(pgrecs.InvalidParameter, match="REPEATABLE READ transaction"):
+            users.refresh_users(conn, progress=False)
+        conn.rollback()
+        conn.execute("select 1")  # a transaction at the default level
+        assert users.refresh_users(conn, progress=False).users == 1
+        assert users.stale_users(client.conn) == ["u1"]  # not committed yet
+        conn.commit()
+    assert users.stale_users(client.conn) == []
+    with psycopg.connect(db_url) as conn:
+        conn.execute("set role pgrecs_writer")
+        conn.execute("update pgrecs.interactions set weight = 2 where item_id = 'y'")
+        conn.commit()
+    assert users.stale_users(client.conn) == ["u1"]
+
+
 def test_a_weight_change_waits_for_the_refresh_chunk_in_progress(
     client: pgrecs.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,6 +363,7 @@ RESUME_SCRIPT = """
 import sys, time
 import pgrecs
 from pgrecs import users
+from pgrecs.db import open_connection
 original = users._refresh_chunk
 def slow(*args, **kwargs):
     items = original(*args, **kwargs)
