@@ -70,13 +70,15 @@ select pgrecs.record_interaction(%(user_id)s, %(item_id)s, %(event_type)s,
                                  coalesce(%(occurred_at)s, now()));
 
 -- User vectors (pgrecs/users.py). A user is stale when the interactions they have now differ
--- from the ones their stored vectors were computed from (count or newest stamp: a row's stamp is
--- greatest(interaction_id, revised), revised being set when an UPDATE changes the row).
+-- from the ones their stored vectors were computed from: count, newest stamp or stamp digest (a
+-- row's stamp is greatest(interaction_id, revised), revised being set when an UPDATE changes
+-- the row; see sql/functions/_interactions_revised.sql).
 
 -- name: stale_users
 select coalesce(s.user_id, u.user_id) as user_id
 from (
-    select x.user_id, count(*) as n, max(greatest(x.interaction_id, x.revised)) as last
+    select x.user_id, count(*) as n, max(greatest(x.interaction_id, x.revised)) as last,
+           sum(hashint8extended(greatest(x.interaction_id, x.revised), 0)) as digest
     from pgrecs.interactions as x
     group by x.user_id
 ) as s
@@ -84,7 +86,7 @@ full join pgrecs.users as u on u.user_id = s.user_id
 where case when s.user_id is null  -- stored vectors of a user whose interactions are gone
            then u.refreshed_through is not null or u.interaction_count <> 0
            else u.user_id is null or u.refreshed_through is distinct from s.last
-                or u.interaction_count <> s.n
+                or u.interaction_count <> s.n or u.history_digest is distinct from s.digest
       end
 order by 1;
 
@@ -95,10 +97,12 @@ select user_id from pgrecs.users
 order by 1;
 
 -- name: user_histories
--- One row per user with interactions: count, newest stamp, and the history as parallel arrays
+-- One row per user with interactions: count, newest stamp, stamp digest, and the history as
+-- parallel arrays
 -- (read in binary as numpy arrays: pgrecs.users._HISTORY_LOADERS). occurred_at goes as it is:
 -- computing epoch seconds here (numeric arithmetic) took half the query's time.
-select x.user_id, count(*), max(greatest(x.interaction_id, x.revised)), array_agg(x.item_id),
+select x.user_id, count(*), max(greatest(x.interaction_id, x.revised)),
+       sum(hashint8extended(greatest(x.interaction_id, x.revised), 0)), array_agg(x.item_id),
        array_agg(coalesce(x.weight, e.weight)), array_agg(x.interaction_id),
        array_agg(x.occurred_at)
 from pgrecs.interactions as x
@@ -147,16 +151,17 @@ select value from pgrecs.settings where name = %(name)s;
 
 -- name: save_user_vectors
 insert into pgrecs.users as u
-    (user_id, content_vector, collab_vector, interaction_count, refreshed_through, refreshed_at,
-     because_of_interactions, because_of_weights, because_of_items, because_of_at,
+    (user_id, content_vector, collab_vector, interaction_count, refreshed_through, history_digest,
+     refreshed_at, because_of_interactions, because_of_weights, because_of_items, because_of_at,
      because_of_history)
 values (%(user_id)s, %(content_vector)s, %(collab_vector)s, %(interaction_count)s,
-        %(refreshed_through)s, now(), %(because_of_interactions)b, %(because_of_weights)b,
-        %(because_of_items)b, %(because_of_at)b, %(because_of_history)s)
+        %(refreshed_through)s, %(history_digest)s, now(), %(because_of_interactions)b,
+        %(because_of_weights)b, %(because_of_items)b, %(because_of_at)b, %(because_of_history)s)
 on conflict (user_id) do update
 set content_vector = excluded.content_vector, collab_vector = excluded.collab_vector,
     interaction_count = excluded.interaction_count,
-    refreshed_through = excluded.refreshed_through, refreshed_at = excluded.refreshed_at,
+    refreshed_through = excluded.refreshed_through, history_digest = excluded.history_digest,
+    refreshed_at = excluded.refreshed_at,
     because_of_interactions = excluded.because_of_interactions,
     because_of_weights = excluded.because_of_weights,
     because_of_items = excluded.because_of_items, because_of_at = excluded.because_of_at,

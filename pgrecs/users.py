@@ -12,11 +12,12 @@ Each stored row also lists the user's heaviest positive interactions with their 
 and times (as many as settings.because_of_history), so that recommend can name because_of
 without weighing the history or reading the interactions again while the row is current.
 
-A stored vector is current when the user's interaction count and newest stamp (an
-interaction's greatest(interaction_id, revised): an UPDATE that changes a row stamps it anew)
-equal the ones it was computed from; `refresh_users` recomputes the others in chunks (memory grows
-with the chunk and the catalogue's vectors, not with the interaction log) and commits chunk by
-chunk, so an interrupted run resumes where it stopped.
+A stored vector is current when the user's interaction count, newest stamp and stamp digest
+(an interaction's stamp is greatest(interaction_id, revised): an UPDATE that changes a row stamps
+it anew; the digest sums a hash of every stamp) equal the ones it was computed from;
+`refresh_users` recomputes the others in chunks (memory grows with the chunk and the catalogue's
+vectors, not with the interaction log) and commits chunk by chunk, so an interrupted run resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -259,6 +261,7 @@ def _refresh_chunk(
     n = len(chunk)
     counts = np.zeros(n, np.int64)
     last: list[int | None] = [None] * n
+    digest: list[Decimal | None] = [None] * n
     # Read committed: each statement sees what committed before it, so the locks below order
     # the chunk after a train, a model switch or a change of weights that holds one (taken
     # exclusively), and keep one from committing before the chunk does: the vectors written
@@ -281,14 +284,15 @@ def _refresh_chunk(
         counts[order] = sizes
         for row, r in zip(order.tolist(), rows, strict=True):
             last[row] = r[2]
+            digest[row] = r[3]
         user_rows = np.repeat(order, sizes)
-        item_ids = [item_id for r in rows for item_id in r[3]]
+        item_ids = [item_id for r in rows for item_id in r[4]]
         items = shared or ItemVectors.load(conn, sorted(set(item_ids)))
         rows_of = map(items.ids.get, item_ids, itertools.repeat(-1))  # -1: not embedded
         item_rows = np.fromiter(rows_of, np.int64, len(item_ids))
-        raw = np.concatenate([r[4] for r in rows] or [np.zeros(0)])
-        ids = np.concatenate([r[5] for r in rows] or [np.zeros(0, np.int64)])
-        at = np.concatenate([r[6] for r in rows] or [np.zeros(0, np.int64)])
+        raw = np.concatenate([r[5] for r in rows] or [np.zeros(0)])
+        ids = np.concatenate([r[6] for r in rows] or [np.zeros(0, np.int64)])
+        at = np.concatenate([r[7] for r in rows] or [np.zeros(0, np.int64)])
         times = _epoch_seconds(at)
         weights = decayed_weights(user_rows, raw, times, half_life)
         because_of = _because_of_arrays(user_rows, weights, times, ids, item_ids, at, n, limit)
@@ -312,6 +316,7 @@ def _refresh_chunk(
                         "collab_vector": None if collab is None else _vector(collab[row]),
                         "interaction_count": int(counts[row]),
                         "refreshed_through": last[row],
+                        "history_digest": digest[row],
                         **because_of[row],
                     }
                     for row, user_id in enumerate(chunk)

@@ -19,6 +19,7 @@ from pgvector.psycopg import register_vector
 import pgrecs
 from pgrecs import users
 from pgrecs.db import open_connection
+from pgrecs.queries import LOCK_KEY, USERS_LOCK_KEY, query
 from tests.conftest import ROOT, insert_items
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -247,6 +248,76 @@ def test_an_update_committed_after_a_refresh_read_the_history_is_not_lost(
     assert vector[1] > 0.99  # y's new weight dominates
 
 
+def test_an_update_drawn_before_a_commit_that_lands_first_is_not_lost(
+    client: pgrecs.Client, db_url: str
+) -> None:
+    """Stamps come in the order they are drawn, not committed: T1 updates x (stamp N), another
+    update of y commits (stamp N+1), a refresh reads that, then T1 commits. The newest stamp is
+    still N+1; the digest of all stamps is not."""
+    client.record_interaction("u1", "x", "click")
+    client.record_interaction("u1", "y", "click")
+    client.refresh_users()
+    update = "update pgrecs.interactions set weight = 50 where user_id = 'u1' and item_id = %s"
+    with psycopg.connect(db_url) as t1:
+        t1.execute(update, ("x",))
+        client.conn.execute(update.replace("50", "2"), ("y",))
+        assert client.refresh_users().users == 1
+        assert users.stale_users(client.conn) == []
+    assert users.stale_users(client.conn) == ["u1"]
+    stale = client.conn.execute(
+        "select score from pgrecs.recommend('u1', k => 2) where item_id = 'xy'"
+    ).fetchone()
+    client.refresh_users()
+    vector, _, _ = stored(client, "u1")
+    assert vector[0] > 0.99  # x's new weight dominates
+    assert (
+        client.conn.execute(
+            "select score from pgrecs.recommend('u1', k => 2) where item_id = 'xy'"
+        ).fetchone()
+        == stale
+    )  # recommend computed it live meanwhile
+
+
+def test_only_the_trigger_writes_revised(client: pgrecs.Client, db_url: str) -> None:
+    client.record_interaction("u1", "x", "click")
+    client.refresh_users()
+    with psycopg.connect(db_url, autocommit=True) as writer:
+        writer.execute("set role pgrecs_writer")
+        for statement in (
+            "update pgrecs.interactions set revised = null",
+            "update pgrecs.interactions set revised = 1000000000000000",
+            "insert into pgrecs.interactions (user_id, item_id, event_type, revised)"
+            " values ('u1', 'y', 'click', 1)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                writer.execute(statement)
+        writer.execute("update pgrecs.interactions set weight = 3")
+    assert users.stale_users(client.conn) == ["u1"]
+    client.refresh_users()
+    revised = client.conn.execute("select revised from pgrecs.interactions").fetchone()
+    assert revised is not None and revised[0] is not None
+    client.conn.execute("update pgrecs.interactions set revised = null")  # the owner, by hand
+    assert client.conn.execute("select revised from pgrecs.interactions").fetchone() == revised
+    assert users.stale_users(client.conn) == []
+    with pytest.raises(psycopg.errors.GeneratedAlways, match="interaction_id cannot change"):
+        client.conn.execute("update pgrecs.interactions set interaction_id = default")
+
+
+def test_a_truncate_does_not_wait_for_a_refresh_chunk_that_has_not_read_the_log(
+    client: pgrecs.Client, db_url: str
+) -> None:
+    """The chunk holds its advisory locks before it reads pgrecs.interactions; the TRUNCATE's
+    table lock orders the two, so its trigger takes no advisory lock (that could deadlock)."""
+    client.record_interaction("u1", "x", "click")
+    client.refresh_users()
+    with psycopg.connect(db_url) as chunk, psycopg.connect(db_url, autocommit=True) as admin:
+        chunk.execute(query("lock_for_refresh"), {"models": LOCK_KEY, "users": USERS_LOCK_KEY})
+        admin.execute("set lock_timeout = '2s'")
+        admin.execute("truncate pgrecs.interactions")
+        assert chunk.execute("select count(*) from pgrecs.interactions").fetchone() == (0,)
+    assert users.stale_users(client.conn) == ["u1"]
+
+
 def test_refresh_in_a_callers_transaction(client: pgrecs.Client, db_url: str) -> None:
     """Read committed, it joins the caller's transaction; at another level it is refused, since
     its snapshot could predate a change that marked rows stale. A writer may update events."""
@@ -364,6 +435,7 @@ import sys, time
 import pgrecs
 from pgrecs import users
 from pgrecs.db import open_connection
+from pgrecs.queries import LOCK_KEY, USERS_LOCK_KEY, query
 original = users._refresh_chunk
 def slow(*args, **kwargs):
     items = original(*args, **kwargs)

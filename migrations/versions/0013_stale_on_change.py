@@ -10,28 +10,30 @@ serving vectors computed from the old data until a `pgrecs refresh --all`:
 
 - An UPDATE of an interaction (its user, item, event type, weight or time). pgrecs.interactions
   gains `revised bigint`: trigger interactions_revised (pgrecs._interactions_revised, before
-  update, each row) sets it from interaction_id's sequence when one of those columns changes.
-  A row's stamp is greatest(interaction_id, revised), and a stored row is current while the
-  user's count and newest stamp match it (pgrecs.recommend and `pgrecs refresh` compare them).
-  So an update works like an insert: no locks, any isolation level, and a refresh that read the
-  history before the update committed has stored the old stamp. interaction_id never changes.
-  Adding the column rewrites nothing (it is NULL for existing rows). The trigger calls
-  nextval(), so a role that updates interactions needs USAGE on the sequence (granted to
-  pgrecs_writer here).
+  update, each row) sets it from interaction_id's sequence when one of those columns changes,
+  and refuses a change of interaction_id. A row's stamp is greatest(interaction_id, revised).
+  pgrecs.users gains `history_digest numeric`, the sum of hashint8extended(stamp, 0) over the
+  user's rows when the vectors were computed: a stored row is current while count, newest stamp
+  and digest all match (pgrecs.recommend and `pgrecs refresh` compare them). The digest changes
+  with any new stamp, whatever else commits meanwhile and at any isolation level, without
+  locks; the newest stamp alone missed an update whose stamp was drawn before a later one that
+  committed first. Rows stored before this revision have no digest and are stale until
+  `pgrecs refresh` (recommend computes them live meanwhile): run `pgrecs refresh --all` after
+  upgrading. Adding the columns rewrites nothing.
+  Only the trigger writes `revised`: pgrecs_writer's INSERT and UPDATE on pgrecs.interactions
+  become column grants without it (and without interaction_id), and it gets USAGE on the
+  sequence, since the trigger calls nextval() with the updating role's rights.
 - An UPDATE of an event type's weight (trigger event_types_users_stale), a change of the
   half_life_days setting (settings_users_stale), and a TRUNCATE of interactions, after which
   the ids restart and can repeat stored stamps (interactions_truncated): every stored row is
   marked stale (one write per stored user) and the watcher notified with an empty payload.
-  pgrecs._users_stale first takes advisory lock 123589603189620 (pgrecs.queries.USERS_LOCK_KEY)
-  exclusively, which each `pgrecs refresh` chunk holds shared from reading the settings to its
-  commit, and refuses to run outside READ COMMITTED (25001): its update must see what such a
-  chunk committed.
+  For the first two, pgrecs._users_stale first takes advisory lock 123589603189620
+  (pgrecs.queries.USERS_LOCK_KEY) exclusively, which each `pgrecs refresh` chunk holds shared
+  from reading the settings to its commit (a TRUNCATE's table lock does the same). It refuses to
+  run outside READ COMMITTED (25001): its update must see what such a chunk committed.
 - UPDATE and DELETE of interactions notify pgrecs_interactions per user, as inserts do
   (interactions_notify_changed, interactions_notify_deleted: pgrecs._interactions_changed), so
   `pgrecs refresh --watch` refreshes those users at once.
-
-Rows made stale by such changes before this revision are not found: run `pgrecs refresh --all`
-once if interactions, event type weights or half_life_days were changed in place.
 
 Also pgrecs.recommend_for_items: a weight below 1e-30 of the largest (or a negative item's -1
 below 1e-30 of it) counts as 0. Such weights underflowed double precision, which PostgreSQL
@@ -47,14 +49,20 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
+WRITER_COLUMNS = "user_id, item_id, event_type, occurred_at, weight"
 FUNCTIONS = "pgrecs._interactions_revised(), pgrecs._interactions_changed(), pgrecs._users_stale()"
 
 
 def upgrade() -> None:
-    execute_sql("""
+    execute_sql(f"""
 alter table pgrecs.interactions add column revised bigint;
 comment on column pgrecs.interactions.revised is
-    'Set by trigger interactions_revised when an UPDATE changes the row; greatest(interaction_id, revised) is the stamp stored user vectors are compared with.';
+    'Set by trigger interactions_revised when an UPDATE changes the row; greatest(interaction_id, revised) is the row''s stamp.';
+alter table pgrecs.users add column history_digest numeric;
+comment on column pgrecs.users.history_digest is
+    'Sum of hashint8extended(greatest(interaction_id, revised), 0) over the interactions the vectors were computed from.';
+revoke insert, update on pgrecs.interactions from pgrecs_writer;
+grant insert ({WRITER_COLUMNS}), update ({WRITER_COLUMNS}) on pgrecs.interactions to pgrecs_writer;
 grant usage on sequence pgrecs.interactions_interaction_id_seq to pgrecs_writer;
 """)
     execute_sql_file("0013", "_interactions_revised.sql")
@@ -97,7 +105,11 @@ drop function {FUNCTIONS};
 """)
     execute_sql_file("0012", "recommend_for_items.sql")
     execute_sql_file("0011", "recommend.sql")
-    execute_sql("""
+    execute_sql(f"""
 revoke usage on sequence pgrecs.interactions_interaction_id_seq from pgrecs_writer;
+revoke insert ({WRITER_COLUMNS}), update ({WRITER_COLUMNS}) on pgrecs.interactions
+    from pgrecs_writer;
+grant insert, update on pgrecs.interactions to pgrecs_writer;
+alter table pgrecs.users drop column history_digest;
 alter table pgrecs.interactions drop column revised;
 """)

@@ -1,7 +1,7 @@
 -- pgrecs._interactions_changed: statement trigger after UPDATE or DELETE on pgrecs.interactions.
 -- Sends NOTIFY pgrecs_interactions for each user whose interactions the statement changed, as
 -- inserts do, so `pgrecs refresh --watch` refreshes them at once (their stored rows are stale
--- already: a delete changes the count, an update the newest stamp, see
+-- already: a delete changes the count, an update the stamp digest, see
 -- pgrecs._interactions_revised).
 create or replace function pgrecs._interactions_changed()
 returns trigger

@@ -8,9 +8,12 @@
 -- `pgrecs refresh --watch` catch up on every stale user.
 -- Advisory lock 123589603189620 (taken exclusively) waits for a `pgrecs refresh` chunk in
 -- progress (each holds it shared from reading the settings to its commit) and holds later ones
--- until this transaction ends. The update that follows must see the rows such a chunk wrote,
--- so it must run in a READ COMMITTED transaction (its own snapshot, taken after the wait);
--- in REPEATABLE READ or SERIALIZABLE the change is refused (25001).
+-- until this transaction ends; a TRUNCATE needs none, its table lock orders it with the chunks
+-- (one that has read the table commits first, later ones read it empty; taking the advisory
+-- lock as well could deadlock with a chunk about to read the table). The update that follows
+-- must see the rows such a chunk wrote, so it must run in a READ COMMITTED transaction (its own
+-- snapshot, taken after the wait); in REPEATABLE READ or SERIALIZABLE the change is refused
+-- (25001).
 create or replace function pgrecs._users_stale()
 returns trigger
 language plpgsql
@@ -41,7 +44,9 @@ begin
                              upper(pg_catalog.current_setting('transaction_isolation'))),
             hint = 'run the change in its own transaction at the default isolation level';
     end if;
-    perform pg_catalog.pg_advisory_xact_lock(123589603189620);
+    if tg_op <> 'TRUNCATE' then
+        perform pg_catalog.pg_advisory_xact_lock(123589603189620);
+    end if;
     update pgrecs.users set refreshed_through = null where refreshed_through is not null;
     perform pg_catalog.pg_notify('pgrecs_interactions', '');
     return null;

@@ -3,8 +3,7 @@
 -- A user with no positive interaction (unknown, new, or only negative events) gets popular items
 -- (source 'popular'). Otherwise the user's vectors are the weighted means of pgrecs._history:
 -- the stored ones in pgrecs.users when they cover the user's interactions as they are now (same
--- count, same newest stamp greatest(interaction_id, revised): pgrecs._interactions_revised
--- stamps a row an UPDATE changes), else computed
+-- count, newest stamp and stamp digest: see pgrecs._interactions_revised), else computed
 -- from the live history on the spot, so a click counts on the very next call and a missing or
 -- stale refresh never makes the call fail. The spaces are blended by pgrecs._content_weight
 -- (content leads below warm_threshold interactions, collaborative above) and ranked by
@@ -37,6 +36,7 @@ as $$
 declare
     v_user text := recommend.user_id;
     v_count bigint;
+    v_digest numeric;
     v_positive bigint;
     v_last bigint;
     v_negatives text[];
@@ -66,7 +66,9 @@ begin
                              coalesce(diversity::text, 'NULL'));
     end if;
 
-    select count(*), max(greatest(x.interaction_id, x.revised)) into v_count, v_last
+    select count(*), max(greatest(x.interaction_id, x.revised)),
+           sum(hashint8extended(greatest(x.interaction_id, x.revised), 0))
+      into v_count, v_last, v_digest
     from pgrecs.interactions as x where x.user_id = v_user;
     if v_count > 0 then
         select u.content_vector, u.collab_vector, u.because_of_interactions,
@@ -75,7 +77,7 @@ begin
                v_top_ids, v_top_at
         from pgrecs.users as u
         where u.user_id = v_user and u.refreshed_through = v_last
-          and u.interaction_count = v_count;
+          and u.interaction_count = v_count and u.history_digest = v_digest;
     end if;
     -- The stored row is current and its list holds positive interactions: the user is warm,
     -- and the list is the one below if it was made with today's setting (read here, not before
