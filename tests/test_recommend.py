@@ -129,15 +129,21 @@ def test_a_click_counts_on_the_very_next_call(shop: psycopg.Connection, db_url: 
 
 def test_stored_vectors_are_used_while_current(shop: psycopg.Connection) -> None:
     record(shop, "u1", "a1", "click")
-    count, last = shop.execute(
-        "select count(*), max(interaction_id) from pgrecs.interactions where user_id = 'u1'"
+    count, last, digest = shop.execute(
+        "select count(*), max(interaction_id), sum(hashint8extended(interaction_id, 0))"
+        " from pgrecs.interactions where user_id = 'u1'"
     ).fetchone()
     # a stored vector pointing at the c group, current for u1's one interaction
     shop.execute(
-        "insert into pgrecs.users (user_id, content_vector, interaction_count, refreshed_through)"
-        " values ('u1', '[0,0,1]', %s, %s)",
-        (count, last),
+        "insert into pgrecs.users"
+        " (user_id, content_vector, interaction_count, refreshed_through, history_digest)"
+        " values ('u1', '[0,0,1]', %s, %s, %s)",
+        (count, last, digest),
     )
+    assert ids(recommend(shop, "'u1', k => 2")) == ["c1", "c2"]
+    shop.execute("update pgrecs.users set history_digest = history_digest + 1")
+    assert ids(recommend(shop, "'u1', k => 2")) == ["a2", "a3"]  # digest differs: live
+    shop.execute("update pgrecs.users set history_digest = history_digest - 1")
     assert ids(recommend(shop, "'u1', k => 2")) == ["c1", "c2"]
     record(shop, "u1", "a2", "click")  # now stale: the live history (group a) decides
     assert ids(recommend(shop, "'u1', k => 2")) == ["a3", "a4"]
