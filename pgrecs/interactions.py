@@ -93,21 +93,20 @@ def _weight(value: Any) -> float | None:
 def record_interactions(
     conn: psycopg.Connection[Any], events: Iterable[Interaction | Mapping[str, Any]]
 ) -> int:
-    """Append events in one transaction. An unknown item (UnknownItem) or event type
-    (IntegrityError) fails the whole batch."""
+    """Append events in one statement (interaction ids in the events' order). An unknown item
+    (UnknownItem) or event type (IntegrityError) fails the whole batch."""
     rows = [e if isinstance(e, Interaction) else Interaction.from_row(e) for e in rows_of(events)]
-    params = [
-        {
-            "user_id": e.user_id,
-            "item_id": e.item_id,
-            "event_type": e.event_type,
-            "occurred_at": e.occurred_at,
-            "weight": e.weight,
-        }
-        for e in rows
-    ]
-    with translated(), conn.transaction(), conn.cursor() as cur:
-        cur.executemany(query("insert_interaction"), params)
+    if not rows:
+        return 0
+    params = {
+        "user_ids": [e.user_id for e in rows],
+        "item_ids": [e.item_id for e in rows],
+        "event_types": [e.event_type for e in rows],
+        "occurred_at": [e.occurred_at for e in rows],
+        "weights": [e.weight for e in rows],
+    }
+    with translated(), conn.transaction():
+        conn.execute(query("insert_interactions"), params)
     return len(rows)
 
 

@@ -33,9 +33,16 @@ where (i.title, i.description, i.category, i.tags, i.attributes, i.available)
 -- name: delete_items
 delete from pgrecs.items where item_id = any(%(item_ids)s) returning item_id;
 
--- name: insert_interaction
+-- name: insert_interactions
+-- One statement for a batch: the popularity trigger then runs once and locks the batch's
+-- counters in item_id order (statement by statement, two batches touching the same items in
+-- opposite orders could deadlock), and interaction ids follow the batch's order.
 insert into pgrecs.interactions (user_id, item_id, event_type, occurred_at, weight)
-values (%(user_id)s, %(item_id)s, %(event_type)s, coalesce(%(occurred_at)s, now()), %(weight)s);
+select e.user_id, e.item_id, e.event_type, coalesce(e.occurred_at, now()), e.weight
+from unnest(%(user_ids)s::text[], %(item_ids)s::text[], %(event_types)s::text[],
+            %(occurred_at)s::timestamptz[], %(weights)s::double precision[])
+     with ordinality as e (user_id, item_id, event_type, occurred_at, weight, n)
+order by e.n;
 
 -- name: active_model
 select name, dimension from pgrecs.models where kind = %(kind)s and active;

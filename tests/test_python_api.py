@@ -265,6 +265,32 @@ def test_interaction_import_is_all_or_nothing(client: pgrecs.Client, tmp_path: P
     assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (1,)
 
 
+def test_a_batch_of_interactions_is_one_statement(client: pgrecs.Client, tmp_path: Path) -> None:
+    """One statement: the popularity trigger runs once and locks the batch's counters in item
+    order (statement by statement, two batches with the same items in opposite orders could
+    deadlock); ids follow the batch's order."""
+    client.import_items(write(tmp_path / "items.csv", ITEMS_CSV))
+    client.conn.execute("set track_functions = 'pl'")
+    calls = (
+        "select coalesce(sum(calls), 0) from pg_stat_user_functions"
+        " where schemaname = 'pgrecs' and funcname = '_popularity_delta'"
+    )
+    client.conn.execute("select pg_stat_clear_snapshot()")
+    before = client.conn.execute(calls).fetchone()[0]
+    batch = [("u1", "b2"), ("u2", "b1"), ("u1", "b1"), ("u3", "b2")]
+    client.record_interactions(
+        [{"user_id": u, "item_id": i, "event_type": "click"} for u, i in batch]
+    )
+    client.conn.execute("select pg_stat_force_next_flush()")
+    client.conn.execute("select pg_stat_clear_snapshot()")
+    assert client.conn.execute(calls).fetchone()[0] == before + 1
+    rows = client.conn.execute(
+        "select user_id, item_id from pgrecs.interactions order by interaction_id"
+    ).fetchall()
+    assert rows == batch
+    assert client.record_interactions([]) == 0
+
+
 def test_upsert_rejects_duplicates_and_bad_rows_without_writing(client: pgrecs.Client) -> None:
     with pytest.raises(pgrecs.InvalidParameter, match="appears twice"):
         client.upsert_items([{"item_id": "a"}, {"item_id": "a"}])
