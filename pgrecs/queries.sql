@@ -84,9 +84,10 @@ select pgrecs.record_interaction(%(user_id)s, %(item_id)s, %(event_type)s,
 -- name: stale_users
 select coalesce(s.user_id, u.user_id) as user_id
 from (
-    select x.user_id, count(*) as n, max(greatest(x.interaction_id, x.revised)) as last,
-           sum(hashint8extended(greatest(x.interaction_id, x.revised), 0)) as digest
+    select x.user_id, count(*) as n, max(t.stamp) as last,
+           sum(hashint8extended(t.stamp, t.stamp >> 32)) as digest
     from pgrecs.interactions as x
+    cross join lateral (select greatest(x.interaction_id, x.revised)) as t (stamp)
     group by x.user_id
 ) as s
 full join pgrecs.users as u on u.user_id = s.user_id
@@ -105,14 +106,13 @@ order by 1;
 
 -- name: user_histories
 -- One row per user with interactions: count, newest stamp, stamp digest, and the history as
--- parallel arrays
--- (read in binary as numpy arrays: pgrecs.users._HISTORY_LOADERS). occurred_at goes as it is:
--- computing epoch seconds here (numeric arithmetic) took half the query's time.
-select x.user_id, count(*), max(greatest(x.interaction_id, x.revised)),
-       sum(hashint8extended(greatest(x.interaction_id, x.revised), 0)), array_agg(x.item_id),
-       array_agg(coalesce(x.weight, e.weight)), array_agg(x.interaction_id),
-       array_agg(x.occurred_at)
+-- parallel arrays (read in binary as numpy arrays: pgrecs.users._HISTORY_LOADERS). occurred_at
+-- goes as it is: computing epoch seconds here (numeric arithmetic) took half the query's time.
+select x.user_id, count(*), max(t.stamp), sum(hashint8extended(t.stamp, t.stamp >> 32)),
+       array_agg(x.item_id), array_agg(coalesce(x.weight, e.weight)),
+       array_agg(x.interaction_id), array_agg(x.occurred_at)
 from pgrecs.interactions as x
+cross join lateral (select greatest(x.interaction_id, x.revised)) as t (stamp)
 join pgrecs.event_types as e on e.event_type = x.event_type
 where x.user_id = any(%(user_ids)s)
 group by x.user_id;

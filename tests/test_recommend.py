@@ -130,7 +130,8 @@ def test_a_click_counts_on_the_very_next_call(shop: psycopg.Connection, db_url: 
 def test_stored_vectors_are_used_while_current(shop: psycopg.Connection) -> None:
     record(shop, "u1", "a1", "click")
     count, last, digest = shop.execute(
-        "select count(*), max(interaction_id), sum(hashint8extended(interaction_id, 0))"
+        "select count(*), max(interaction_id),"
+        " sum(hashint8extended(interaction_id, interaction_id >> 32))"
         " from pgrecs.interactions where user_id = 'u1'"
     ).fetchone()
     # a stored vector pointing at the c group, current for u1's one interaction

@@ -212,6 +212,9 @@ def test_changes_in_place_make_stored_rows_stale(client: pgrecs.Client, db_url: 
         admin.execute("set transaction isolation level repeatable read")
         admin.execute("update pgrecs.event_types set weight = 6 where event_type = 'click'")
     assert users.stale_users(client.conn) == []  # refused: nothing changed
+    client.conn.execute("truncate pgrecs.settings")  # half_life_days gone with the rest
+    assert users.stale_users(client.conn) == ["u1", "u3"]
+    client.refresh_users()
 
     # TRUNCATE ... RESTART IDENTITY, then the same count and ids again
     rows = client.conn.execute(
@@ -276,6 +279,29 @@ def test_an_update_drawn_before_a_commit_that_lands_first_is_not_lost(
         ).fetchone()
         == stale
     )  # recommend computed it live meanwhile
+
+
+def test_stamps_equal_in_their_low_32_bits_xor_high_32_bits_still_differ(
+    client: pgrecs.Client, db_url: str
+) -> None:
+    """hashint8extended folds a bigint to 32 bits (low XOR high) before hashing: 2^32 + 12345
+    and 2^33 + 12346 hash alike with a constant seed. The digest seeds with the high half."""
+    a, b = 2**32 + 12345, 2**33 + (12345 ^ 3)
+    seq = "select setval('pgrecs.interactions_interaction_id_seq', %s)"
+    client.conn.execute(seq, (a - 1,))
+    client.record_interaction("u1", "x", "click")  # id a
+    client.record_interaction("u1", "y", "click")  # id a + 1
+    client.refresh_users()
+    client.conn.execute(seq, (b - 1,))
+    with psycopg.connect(db_url) as w1:
+        w1.execute("update pgrecs.interactions set item_id = 'z' where interaction_id = %s", (a,))
+        client.record_interaction("u1", "xy", "click")  # id b + 1, committed first
+        client.refresh_users()
+        assert users.stale_users(client.conn) == []
+    assert client.conn.execute(
+        "select revised from pgrecs.interactions where interaction_id = %s", (a,)
+    ).fetchone() == (b,)
+    assert users.stale_users(client.conn) == ["u1"]  # count and newest stamp are unchanged
 
 
 def test_only_the_trigger_writes_revised(client: pgrecs.Client, db_url: str) -> None:

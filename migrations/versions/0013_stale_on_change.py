@@ -12,8 +12,9 @@ serving vectors computed from the old data until a `pgrecs refresh --all`:
   gains `revised bigint`: trigger interactions_revised (pgrecs._interactions_revised, before
   update, each row) sets it from interaction_id's sequence when one of those columns changes,
   and refuses a change of interaction_id. A row's stamp is greatest(interaction_id, revised).
-  pgrecs.users gains `history_digest numeric`, the sum of hashint8extended(stamp, 0) over the
-  user's rows when the vectors were computed: a stored row is current while count, newest stamp
+  pgrecs.users gains `history_digest numeric`, the sum of hashint8extended(stamp, stamp >> 32)
+  over the user's rows when the vectors were computed (the seed carries the high half, which
+  the hash alone folds away): a stored row is current while count, newest stamp
   and digest all match (pgrecs.recommend and `pgrecs refresh` compare them). The digest changes
   with any new stamp, whatever else commits meanwhile and at any isolation level, without
   locks; the newest stamp alone missed an update whose stamp was drawn before a later one that
@@ -24,7 +25,8 @@ serving vectors computed from the old data until a `pgrecs refresh --all`:
   become column grants without it (and without interaction_id), and it gets USAGE on the
   sequence, since the trigger calls nextval() with the updating role's rights.
 - An UPDATE of an event type's weight (trigger event_types_users_stale), a change of the
-  half_life_days setting (settings_users_stale), and a TRUNCATE of interactions, after which
+  half_life_days setting (settings_users_stale, settings_truncated), and a TRUNCATE of
+  interactions, after which
   the ids restart and can repeat stored stamps (interactions_truncated): every stored row is
   marked stale (one write per stored user) and the watcher notified with an empty payload.
   For the first two, pgrecs._users_stale first takes advisory lock 123589603189620
@@ -60,7 +62,7 @@ comment on column pgrecs.interactions.revised is
     'Set by trigger interactions_revised when an UPDATE changes the row; greatest(interaction_id, revised) is the row''s stamp.';
 alter table pgrecs.users add column history_digest numeric;
 comment on column pgrecs.users.history_digest is
-    'Sum of hashint8extended(greatest(interaction_id, revised), 0) over the interactions the vectors were computed from.';
+    'Sum of hashint8extended(s, s >> 32), s = greatest(interaction_id, revised), over the interactions the vectors were computed from.';
 revoke insert, update on pgrecs.interactions from pgrecs_writer;
 grant insert ({WRITER_COLUMNS}), update ({WRITER_COLUMNS}) on pgrecs.interactions to pgrecs_writer;
 grant usage on sequence pgrecs.interactions_interaction_id_seq to pgrecs_writer;
@@ -89,12 +91,16 @@ create trigger event_types_users_stale
 create trigger settings_users_stale
     after insert or update or delete on pgrecs.settings
     for each row execute function pgrecs._users_stale();
+create trigger settings_truncated
+    after truncate on pgrecs.settings
+    for each statement execute function pgrecs._users_stale();
 revoke all on function {FUNCTIONS} from public;
 """)
 
 
 def downgrade() -> None:
     execute_sql(f"""
+drop trigger settings_truncated on pgrecs.settings;
 drop trigger settings_users_stale on pgrecs.settings;
 drop trigger event_types_users_stale on pgrecs.event_types;
 drop trigger interactions_truncated on pgrecs.interactions;

@@ -1,6 +1,6 @@
 -- pgrecs._users_stale: trigger on pgrecs.event_types (statement, after UPDATE),
--- pgrecs.settings (row, after INSERT, UPDATE or DELETE) and pgrecs.interactions (after
--- TRUNCATE). An event type's weight and the half_life_days setting enter every stored user
+-- pgrecs.settings (row, after INSERT, UPDATE or DELETE; statement, after TRUNCATE) and
+-- pgrecs.interactions (after TRUNCATE). An event type's weight and the half_life_days setting enter every stored user
 -- vector, and a TRUNCATE (RESTART IDENTITY) can bring back the counts and stamps rows were
 -- stored with, so these mark every stored row stale (refreshed_through = NULL, one write per
 -- stored user): recommend computes the vectors from the live history until `pgrecs refresh`
@@ -29,7 +29,7 @@ begin
         ) then
             return null;
         end if;
-    elsif tg_table_name = 'settings' then
+    elsif tg_table_name = 'settings' and tg_op <> 'TRUNCATE' then
         if (old.name is distinct from 'half_life_days'
             and new.name is distinct from 'half_life_days')
            or (old.name, old.value) is not distinct from (new.name, new.value) then

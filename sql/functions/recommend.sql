@@ -66,10 +66,11 @@ begin
                              coalesce(diversity::text, 'NULL'));
     end if;
 
-    select count(*), max(greatest(x.interaction_id, x.revised)),
-           sum(hashint8extended(greatest(x.interaction_id, x.revised), 0))
+    select count(*), max(t.stamp), sum(hashint8extended(t.stamp, t.stamp >> 32))
       into v_count, v_last, v_digest
-    from pgrecs.interactions as x where x.user_id = v_user;
+    from pgrecs.interactions as x
+    cross join lateral (select greatest(x.interaction_id, x.revised)) as t (stamp)
+    where x.user_id = v_user;
     if v_count > 0 then
         select u.content_vector, u.collab_vector, u.because_of_interactions,
                u.because_of_weights, u.because_of_history, u.because_of_items, u.because_of_at

@@ -1,7 +1,8 @@
 -- pgrecs._interactions_revised: trigger before UPDATE on pgrecs.interactions, each row. A stored
 -- user vector is current while the user's interaction count, newest stamp and stamp digest are
 -- the ones it was computed from, the stamp of a row being greatest(interaction_id, revised) and
--- the digest the sum of hashint8extended(stamp, 0) over the user's rows. An UPDATE that changes
+-- the digest the sum of hashint8extended(stamp, stamp >> 32) over the user's rows (the seed
+-- carries the high half: the hash alone folds its input to 32 bits). An UPDATE that changes
 -- what the vectors are computed from (user, item, event type, weight or time) gives the row a
 -- new stamp, `revised`, from the sequence of interaction_id, so the digest of its user (its old
 -- and new user, when it moves) changes, whatever commits in between and at any isolation level,
