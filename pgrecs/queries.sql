@@ -132,6 +132,7 @@ select pg_catalog.pg_advisory_xact_lock_shared(%(users)s),
        pg_catalog.pg_advisory_xact_lock_shared(%(models)s);
 
 -- name: lock_models
+-- `pgrecs train` and a content model switch (LOCK_KEY, exclusively)
 select pg_catalog.pg_advisory_xact_lock(%(key)s);
 
 -- name: active_models

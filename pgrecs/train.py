@@ -55,7 +55,7 @@ from pgrecs.errors import (
     NotEmbedded,
     translated,
 )
-from pgrecs.queries import LOCK_KEY
+from pgrecs.queries import LOCK_KEY, query
 from pgrecs.users import DAY, MAX_HALF_LIVES, half_life_days
 
 MODEL_NAME = "pgrecs-two-tower"
@@ -82,7 +82,6 @@ _SQL = {
         select a.atttypmod from pg_catalog.pg_attribute as a
         where a.attrelid = 'pgrecs.items'::regclass and a.attname = %(column)s""",
     "embedding_model": "select name from pgrecs.models where kind = 'embedding' and active",
-    "lock": "select pg_catalog.pg_advisory_xact_lock(%(key)s)",
     "lock_shared": "select pg_catalog.pg_advisory_xact_lock_shared(%(key)s)",
     "deactivate": "update pgrecs.models set active = false where kind = 'collaborative' and active",
     "insert_model": """
@@ -753,7 +752,7 @@ def _write(
     written = 0
     # read committed: what follows the lock sees every refresh chunk that committed meanwhile
     with read_committed(conn, "train"), translated():
-        conn.execute(_SQL["lock"], {"key": LOCK_KEY})
+        conn.execute(query("lock_models"), {"key": LOCK_KEY})
         if _column_dimension(conn, "collab_embedding") != model.tower.dimension:
             raise DimensionMismatch("items.collab_embedding changed dimension during training")
         conn.execute(_SQL["deactivate"])

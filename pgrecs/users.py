@@ -273,8 +273,8 @@ def _refresh_chunk(
             shared = ItemVectors.load(conn)
         half_life = half_life_days(conn)
         limit = because_of_history(conn)
-        # One statement, one snapshot: the stored count and newest id describe exactly the
-        # interactions the vectors were computed from.
+        # One statement, one snapshot: the stored count, newest stamp and digest describe
+        # exactly the interactions the vectors were computed from.
         with conn.cursor(binary=True) as cur:
             for oid, loader in _HISTORY_LOADERS.items():
                 cur.adapters.register_loader(oid, loader)
@@ -345,19 +345,20 @@ def watch_users(
     if chunk_size < 1:
         raise InvalidParameter("chunk_size must be at least 1")
     state: dict[str, psycopg.Connection[Any]] = {}
-    first = [all_users]
+    everyone_pending = all_users  # --all: the first complete catch-up covers every user
 
     def handle(payloads: set[str] | None) -> None:
+        nonlocal everyone_pending
         conn = state.get("conn")
         if conn is None or conn.closed or conn.broken:
             conn = state["conn"] = open_connection(conninfo, autocommit=True)
         named = None if payloads is None or "" in payloads else sorted(payloads)
-        everyone = first[0] and named is None
+        everyone = everyone_pending and named is None
         done = refresh_users(
             conn, named, all_users=everyone, chunk_size=chunk_size, progress=False, stop=stop
         )
         if everyone and not (stop is not None and stop.is_set()):
-            first[0] = False  # done once, in full
+            everyone_pending = False
         if report is not None and done.users:
             report(done)
 
