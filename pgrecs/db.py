@@ -22,7 +22,7 @@ from pgrecs.errors import (
 from pgrecs.queries import query
 
 # The Alembic head this package's SQL calls expect (a test keeps it equal to migrations/).
-SCHEMA_REVISION = "0013"
+SCHEMA_REVISION = "0014"
 MIN_PGVECTOR = (0, 8)
 
 

@@ -794,3 +794,23 @@ def test_interactions_many_half_lives_old_do_not_underflow(shop: psycopg.Connect
         vector.to_numpy(), a1.to_numpy() / np.linalg.norm(a1.to_numpy()), atol=1e-6
     )
     assert len(recommend(shop, "'u1', k => 3")) == 3
+
+
+def test_a_missing_content_weight_row_means_the_shipped_default(conn: psycopg.Connection) -> None:
+    """docs/sql.md: a missing settings row means the built-in default, which must be the value
+    the migrations ship (content_weight_warm was 0.3 in the function, 0.25 in the table)."""
+    names = ("warm_threshold", "content_weight_cold", "content_weight_warm")
+    row = conn.execute(
+        "select (value #>> '{}')::bigint from pgrecs.settings where name = 'warm_threshold'"
+    ).fetchone()
+    assert row is not None
+    counts = [0, row[0] - 1, row[0], 10**6]  # cold, the last cold count, the first warm one, warm
+
+    def shares() -> list[tuple[float, float]]:
+        query = "select pgrecs._content_weight(%s, true), pgrecs._content_weight(%s, false)"
+        return [conn.execute(query, (n, n)).fetchone() for n in counts]  # type: ignore[misc]
+
+    shipped = shares()
+    assert len({s for s, _ in shipped}) == 2 and {s for _, s in shipped} == {1.0}
+    conn.execute("delete from pgrecs.settings where name = any(%s)", (list(names),))
+    assert shares() == shipped
