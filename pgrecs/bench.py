@@ -789,8 +789,11 @@ CHROMA_NOTE = (
     "ChromaDB in process (EphemeralClient), cosine HNSW with its defaults (M 16, "
     "ef_construction 100, ef_search 100); category filters as `where` on a category metadata "
     "field; seen-exclusion by over-fetching k + len(seen) results and dropping the seen ones "
-    "in the client; similar items and sessions over-fetch by the input items."
+    "in the client, and (rows marked `where item $nin seen`) by ChromaDB's own metadata filter "
+    "on an item-id field; similar items and sessions over-fetch by the input items. The "
+    "3x targets compare with the faster of ChromaDB's two ways."
 )
+CHROMA_NIN = "where item $nin seen"
 
 
 def chroma_available() -> bool:
@@ -821,7 +824,10 @@ def chroma_collection(cat: Catalogue, progress: bool = True) -> tuple[Any, float
         collection.add(
             ids=[cat.item_id(r) for r in rows],
             embeddings=cat.vectors[start : start + batch],
-            metadatas=[{"category": category_name(int(cat.categories[r]))} for r in rows],
+            metadatas=[
+                {"category": category_name(int(cat.categories[r])), "item": cat.item_id(r)}
+                for r in rows
+            ],
         )
     return collection, time.perf_counter() - started
 
@@ -857,6 +863,20 @@ def chroma_cases(
             for q, d in list(zip(queries, drops, strict=True))[:limit]
         ]
 
+    def nin_calls(
+        queries: Sequence[np.ndarray],
+        drops: Sequence[set[str]],
+        where_: dict[str, Any] | None,
+    ) -> list[Callable[[], list[str]]]:
+        """Seen-exclusion as ChromaDB's own filter: `$nin` on the item-id metadata field."""
+        out: list[Callable[[], list[str]]] = []
+        for q, d in list(zip(queries, drops, strict=True))[:limit]:
+            unseen: dict[str, Any] = {"item": {"$nin": sorted(d)}}
+            out.append(
+                functools.partial(ask, q, K, {"$and": [where_, unseen]} if where_ else unseen, d)
+            )
+        return out
+
     item_q = [cat.vectors[r] for r in w.items]
     self_drop = [{cat.item_id(int(r))} for r in w.items]
     seen = [{cat.item_id(int(r)) for r in rows} for rows in w.heavy.seen]
@@ -888,6 +908,16 @@ def chroma_cases(
             chroma=calls(list(qv.heavy), seen, where(label)),
         )
         for label in FILTERS
+    ]
+    cases += [
+        Case(
+            recommend_label("500", label),
+            "chroma",
+            a.heavy[label][:limit],
+            chroma=nin_calls(list(qv.heavy), seen, where(label)),
+            note=CHROMA_NIN,
+        )
+        for label in ("", "5%")
     ]
     cases += [
         Case(
@@ -983,15 +1013,19 @@ class Report:
         for mine in self.rows:
             if mine.system != "pgrecs" or mine.note:
                 continue
-            theirs = self.row(mine.query, "chroma")
-            if theirs is None or ("seen" not in mine.query and "category" not in mine.query):
+            # ChromaDB's faster way of asking the same (over-fetch or `$nin`) is the reference.
+            ways = [x for x in self.rows if x.query == mine.query and x.system == "chroma"]
+            if not ways or ("seen" not in mine.query and "category" not in mine.query):
                 continue
+            theirs = min(ways, key=lambda x: x.p50_ms)
             speedup = theirs.p50_ms / mine.p50_ms
+            how = f", ChromaDB {theirs.note}" if theirs.note else ""
             out.append(
                 (
                     f"{mine.query}: >= 3x faster than ChromaDB at equal or better recall",
                     speedup >= 3 and mine.recall_at_10 >= theirs.recall_at_10 - 0.005,
-                    f"{speedup:.1f}x (recall {mine.recall_at_10:.3f} vs {theirs.recall_at_10:.3f})",
+                    f"{speedup:.1f}x (recall {mine.recall_at_10:.3f} vs "
+                    f"{theirs.recall_at_10:.3f}{how})",
                 )
             )
         return out

@@ -91,3 +91,26 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         main(["bench", "--queries", "5"])
     assert caught.value.code == 2
     assert "--queries: 5 is out of range (>= 10)" in capsys.readouterr().err
+
+
+def test_the_chromadb_target_compares_with_its_faster_way_of_excluding_seen_items() -> None:
+    def row(system: str, p50: float, recall: float, note: str = "") -> bench.Row:
+        return bench.Row("recommend, 500 seen", system, 50, p50, p50, None, recall, 1.0, None, note)
+
+    def verdict(*chroma: bench.Row) -> tuple[bool, str]:
+        headline = bench.Row(  # checks() starts from the headline query's row
+            "recommend, 500 seen, 5% category", "pgrecs", 50, 7.0, 9.0, None, 1.0, 1.0, None
+        )
+        rows = [headline, mine, *chroma]
+        report = bench.Report(1_000_000, 384, 50, {}, None, 0.0, None, rows)
+        ((_, met, figures),) = [c for c in report.checks() if "ChromaDB" in c[0]]
+        return met, figures
+
+    mine = row("pgrecs", 2.0, 0.99)
+    over_fetch = row("chroma", 10.0, 0.98)
+    nin = row("chroma", 5.0, 0.99, bench.CHROMA_NIN)
+    # 5x the over-fetch, but only 2.5x ChromaDB's faster `$nin`: not met
+    assert verdict(over_fetch, nin) == (False, f"2.5x (recall 0.990 vs 0.990, ChromaDB {nin.note})")
+    assert verdict(over_fetch) == (True, "5.0x (recall 0.990 vs 0.980)")
+    # faster, but at a lower recall than ChromaDB's: not met
+    assert verdict(row("chroma", 10.0, 1.0))[0] is False
