@@ -112,11 +112,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
             print(client.reembed_all(embedder, progress=not args.quiet))
             return 0
         if not args.watch:
-            print(client.embed_pending(embedder, progress=not args.quiet))
-            return 0
+            done = client.embed_pending(embedder, progress=not args.quiet)
+            print(done)
+            _report_failed(done.failed)
+            return 1 if done.failed else 0
+
+    told: set[tuple[str, str]] = set()
 
     def show(report: embed.EmbedReport) -> None:
-        print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {report}", flush=True)
+        if report.embedded or report.cached:
+            print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {report}", flush=True)
+        _report_failed([f for f in report.failed if f not in told])  # once per row and reason
+        told.update(report.failed)
 
     print(f"pgrecs: watching pgrecs_items with {embedder.name!r} (Ctrl-C to stop)", flush=True)
     watch.watch_embeddings(
@@ -127,6 +134,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
         report=show,
     )
     return 0
+
+
+def _report_failed(failed: Sequence[tuple[str, str]]) -> None:
+    for _, why in failed:
+        print(f"pgrecs: error: {why}; the item stays pending", file=sys.stderr, flush=True)
 
 
 def cmd_similar(args: argparse.Namespace) -> int:

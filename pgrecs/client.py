@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -167,11 +168,14 @@ class Client:
         self, user_id: str, item_id: str, event_type: str, occurred_at: datetime | None = None
     ) -> None:
         """One interaction through pgrecs.record_interaction (UnknownItem, InvalidParameter)."""
+        if occurred_at is not None and not isinstance(occurred_at, datetime):
+            raise InvalidParameter(f"occurred_at must be a datetime, got {occurred_at!r}")
         params = {
             "user_id": _id(user_id, "user_id"),
             "item_id": _id(item_id, "item_id"),
             "event_type": _id(event_type, "event_type"),
-            "occurred_at": occurred_at,
+            # a naive time is UTC, as in record_interactions and imports (not the session's zone)
+            "occurred_at": interactions.timestamp(occurred_at),
         }
         with translated():
             self.conn.execute(query("record_interaction"), params)
@@ -245,13 +249,14 @@ def _weights(weights: Sequence[float] | None) -> list[float] | None:
 
 def _k(k: int, caller: str) -> int:
     """k checked before the call, with the SQL functions' message: psycopg would send a bool
-    or a float as another type, and the call would fail to find the function."""
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+    or a float as another type, and the call would fail to find the function. numpy's
+    integers are integers."""
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= 1000:
         raise InvalidParameter(
             f"{caller}: k must be between 1 and 1000, got {k!r}"
             " (hint: ask for at most 1000 rows per call)"
         )
-    return k
+    return int(k)
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:

@@ -9,6 +9,7 @@ loses at most the batch in flight, and the next run resumes from what is still p
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -108,6 +109,8 @@ class EmbedReport:
     cached: int  # items written with a vector from the cache (or a duplicate text in this run)
     skipped: int  # items already up to date when the run started
     collaborative: int = 0  # new items given a collaborative vector by the active model
+    # (item_id, why): rows written by SQL that pgrecs cannot embed; they stay pending
+    failed: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         text = (
@@ -116,6 +119,8 @@ class EmbedReport:
         )
         if self.collaborative:
             text += f"; {self.collaborative} collaborative vectors from the active model"
+        if self.failed:
+            text += f"; {len(self.failed)} left pending, which cannot be embedded"
         return text
 
 
@@ -199,7 +204,9 @@ def embed_pending(
 
     A row whose text changes while its batch is in flight is left pending (the UPDATE checks
     that the row still has the `updated_at` it was read with), so a vector never describes text
-    the row no longer has. `stop` is checked between batches.
+    the row no longer has. A row that cannot be embedded (written by SQL with attributes pgrecs
+    refuses, e.g. nested more than 500 levels) is left pending and named in the report's
+    `failed`; the other rows are embedded. `stop` is checked between batches.
     """
     _check_batch_size(batch_size)
     _ensure_vector_type(conn)
@@ -207,6 +214,7 @@ def embed_pending(
     with translated():
         pending, total = conn.execute(query("embed_counts")).fetchone() or (0, 0)
     counts = {"embedded": 0, "cached": 0}
+    failed: dict[str, str] = {}
 
     def account(write: Future[list[str]], fresh: set[str], size: int) -> None:
         written = write.result()
@@ -222,22 +230,26 @@ def embed_pending(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgrecs-embed") as pool,
     ):
         writing: tuple[Future[list[str]], set[str], int] | None = None
-        batch = _read(conn, "pending_items", "", batch_size)
+        batch, last = _read(conn, "pending_items", "", batch_size, failed)
         missing = _missing(conn, embedder.name, batch)
-        while batch:
+        while last:  # rows were read (a batch of rows that all failed is empty)
             vectors = _encode_texts(embedder, missing)  # meanwhile the last batch is written
             if writing is not None:
                 account(*writing)
+                writing = None
             _cache(conn, embedder.name, vectors)
             following: list[_Row] = []
+            after = ""
             if stop is None or not stop.is_set():
-                following = _read(conn, "pending_items", batch[-1].item_id, batch_size)
+                following, after = _read(conn, "pending_items", last, batch_size, failed)
             missing = _missing(conn, embedder.name, following)
-            writing = (pool.submit(_update, conn, embedder.name, batch), set(vectors), len(batch))
-            batch = following
+            if batch:
+                write = pool.submit(_update, conn, embedder.name, batch)
+                writing = (write, set(vectors), len(batch))
+            batch, last = following, after
         if writing is not None:
             account(*writing)
-    report = EmbedReport(skipped=total - pending, **counts)
+    report = EmbedReport(skipped=total - pending, failed=tuple(sorted(failed.items())), **counts)
     if report.embedded or report.cached:
         # Items new to the collaborative space get their vector from the active model's
         # content path at once (nothing to do without a collaborative model).
@@ -397,16 +409,33 @@ commit;
 
 def _batches(conn: psycopg.Connection[Any], name: str, size: int) -> Iterator[list[_Row]]:
     """Rows of query `name` by keyset on item_id, each batch read in its own statement."""
-    batch = _read(conn, name, "", size)
-    while batch:
+    batch, last = _read(conn, name, "", size)
+    while last:
         yield batch
-        batch = _read(conn, name, batch[-1].item_id, size)
+        batch, last = _read(conn, name, last, size)
 
 
-def _read(conn: psycopg.Connection[Any], name: str, after: str, size: int) -> list[_Row]:
+def _read(
+    conn: psycopg.Connection[Any],
+    name: str,
+    after: str,
+    size: int,
+    failed: dict[str, str] | None = None,
+) -> tuple[list[_Row], str]:
+    """The next rows of query `name` after item_id `after` (keyset), and the last item_id read
+    ('' at the end). A row that cannot be embedded raises InvalidParameter naming it, or with
+    `failed`, is left out and recorded there."""
     with translated():
         rows = conn.execute(query(name), {"after": after, "limit": size}).fetchall()
-    return [_row(*values) for values in rows]
+    out = []
+    for values in rows:
+        try:
+            out.append(_row(*values))
+        except InvalidParameter as exc:
+            if failed is None:
+                raise
+            failed[values[0]] = str(exc)
+    return out, rows[-1][0] if rows else ""
 
 
 def _row(
@@ -415,14 +444,32 @@ def _row(
     description: str,
     category: str | None,
     tags: list[str],
-    attributes: dict[str, Any],
+    attributes: str | None,
     updated_at: datetime,
 ) -> _Row:
     try:
-        item = Item(item_id, title, description, category, _flat_tags(tags), attributes)
+        item = Item(
+            item_id, title, description, category, _flat_tags(tags), _attributes(attributes)
+        )
     except InvalidParameter as exc:  # a row written by SQL: say which one to fix
         raise InvalidParameter(f"item {item_id!r}: {exc}") from exc
     return _Row(item_id, item.content_hash(), item.text(), updated_at)
+
+
+def _attributes(text: str | None) -> Any:
+    """A row's attributes (jsonb as text) as Python values, as psycopg's jsonb loader reads
+    them, except that an integer too long for Python's int() reads as a float (infinite when
+    out of range, which Item refuses) and nesting too deep for json is InvalidParameter."""
+    if text is None:
+        return {}
+    try:
+        return json.loads(text, parse_int=_integer)
+    except RecursionError as exc:
+        raise InvalidParameter("attributes are nested too deeply") from exc
+
+
+def _integer(digits: str) -> int | float:
+    return int(digits) if len(digits) <= 4000 else float(digits)
 
 
 def _flat_tags(tags: list[Any]) -> tuple[str, ...]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pgrecs.errors import ImportFileError
+
+MAX_FIELD = 1 << 30  # characters in one CSV field: PostgreSQL's limit for one value (1 GB)
 
 
 def read_rows(
@@ -22,25 +25,32 @@ def read_rows(
         raise ImportFileError(name, None, "no such file")
     suffix = path.suffix.lower()
     known = required | optional
-    reader: csv.DictReader[str] | None = None
+    reader: Any = None
+    limit: int | None = None
     # utf-8-sig: Excel writes a byte order mark, which would otherwise stick to the first column.
     with path.open(newline="", encoding="utf-8-sig") as handle:
         try:
             if suffix == ".csv":
-                reader = csv.DictReader(handle, strict=True)
-                header = list(reader.fieldnames or [])
+                # rows are numbered by their first line: a quoted field can span several
+                limit = csv.field_size_limit(MAX_FIELD)  # the default, 128 kB, is not ours
+                reader = csv.reader(handle, strict=True)
+                header: list[str] = next(reader, [])
                 twice = sorted({column for column in header if header.count(column) > 1})
-                if twice:  # DictReader would keep the last of them and drop the others
+                if twice:  # a dict of the row would keep the last of them only
                     raise ImportFileError(
                         name, 1, f"column(s) named twice in the header: {_names(twice)}"
                     )
                 _check_columns(name, 1, set(header), required, known)
-                for row in reader:
-                    if None in row or None in row.values():
-                        raise ImportFileError(
-                            name, reader.line_num, "wrong number of fields for the header"
-                        )
-                    yield reader.line_num, row
+                while True:
+                    start = reader.line_num + 1
+                    fields = next(reader, None)
+                    if fields is None:
+                        break
+                    if not fields:  # a blank line
+                        continue
+                    if len(fields) != len(header):
+                        raise ImportFileError(name, start, "wrong number of fields for the header")
+                    yield start, dict(zip(header, fields, strict=True))
             elif suffix in (".jsonl", ".ndjson"):
                 for number, line in enumerate(handle, start=1):
                     if not line.strip():
@@ -60,9 +70,12 @@ def read_rows(
         except UnicodeDecodeError as exc:
             raise ImportFileError(name, _bad_line(path), f"not UTF-8 text ({exc.reason})") from exc
         except csv.Error as exc:
-            # the underlying reader's count includes the line it failed on (DictReader's lags)
-            at = reader.reader.line_num if reader is not None else None
+            # the reader's count includes the line it failed on
+            at = reader.line_num if reader is not None else None
             raise ImportFileError(name, at, f"malformed CSV ({exc})") from exc
+        finally:
+            if limit is not None:
+                csv.field_size_limit(limit)
 
 
 def _bad_line(path: Path) -> int | None:
@@ -83,15 +96,24 @@ def _names(columns: list[str]) -> str:
 
 def strict_json(text: str) -> Any:
     """json.loads for values PostgreSQL's json accepts: ValueError `not valid JSON (...)` for
-    bad text, NaN/Infinity, and nesting Python cannot read."""
+    bad text, NaN/Infinity, and nesting Python cannot read; and for a key named twice in one
+    object, which json would silently read as its last value."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg})") from exc
     except ValueError as exc:
         raise ValueError(f"not valid JSON ({exc})") from exc
     except RecursionError as exc:
         raise ValueError("not valid JSON here (nested too deeply)") from exc
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        twice = sorted(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise ValueError(f"key(s) named twice in one object: {_names(twice)}")
+    return out
 
 
 def _no_constant(name: str) -> Any:

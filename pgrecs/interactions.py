@@ -38,7 +38,7 @@ class Interaction:
             id_text(value, key)
         if self.occurred_at is not None and not isinstance(self.occurred_at, datetime):
             raise InvalidParameter(f"occurred_at must be a datetime, got {self.occurred_at!r}")
-        object.__setattr__(self, "occurred_at", _timestamp(self.occurred_at))
+        object.__setattr__(self, "occurred_at", timestamp(self.occurred_at))
         object.__setattr__(self, "weight", _weight(self.weight))
 
     @classmethod
@@ -50,12 +50,12 @@ class Interaction:
             user_id=id_text(row.get("user_id"), "user_id"),
             item_id=id_text(row.get("item_id"), "item_id"),
             event_type=id_text(row.get("event_type"), "event_type"),
-            occurred_at=_timestamp(row.get("occurred_at")),
+            occurred_at=timestamp(row.get("occurred_at")),
             weight=_weight(row.get("weight")),
         )
 
 
-def _timestamp(value: Any) -> datetime | None:
+def timestamp(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -70,14 +70,19 @@ def _timestamp(value: Any) -> datetime | None:
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     try:
         moment.astimezone(UTC)
-    except OverflowError as exc:  # stored, it would read back as a year BC, which Python lacks
-        raise InvalidParameter(f"occurred_at {value!r} is before the year 1 in UTC") from exc
+    except OverflowError as exc:  # stored, it would read back as a year Python lacks
+        raise InvalidParameter(
+            f"occurred_at {value!r} is outside the years 1 to 9999 in UTC"
+        ) from exc
     return moment
 
 
 def _weight(value: Any) -> float | None:
     if value is None or value == "":
         return None
+    # float() would also take True (1.0) and "1_000" (1000.0)
+    if isinstance(value, bool) or (isinstance(value, str) and "_" in value):
+        raise InvalidParameter(f"weight {value!r} is not a number")
     try:
         weight = float(value)
     except (TypeError, ValueError) as exc:

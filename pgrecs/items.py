@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +46,14 @@ class Item:
                     object.__setattr__(self, key, "")
             elif not isinstance(value, str):
                 raise InvalidParameter(f"{key} must be a str, got {type(value).__name__}")
-            elif "\x00" in value:
-                raise InvalidParameter(f"{key} contains a NUL character")
+            else:
+                check_text(value, key)
         if not isinstance(self.tags, list | tuple) or not all(
             isinstance(tag, str) for tag in self.tags
         ):
             raise InvalidParameter("tags must be a list or tuple of strings")
-        if any("\x00" in tag for tag in self.tags):
-            raise InvalidParameter("tags contain a NUL character")
+        for tag in self.tags:
+            check_text(tag, "tags")
         object.__setattr__(self, "tags", tuple(self.tags))
         if not isinstance(self.attributes, dict):
             raise InvalidParameter("attributes must be a JSON object (a dict)")
@@ -106,13 +107,26 @@ def id_text(value: Any, key: str) -> str:
 
 
 def as_text(value: Any, key: str) -> str:
-    """A str, or an int as its text, without NUL characters (PostgreSQL's text has none)."""
-    if not isinstance(value, str | int) or isinstance(value, bool):
+    """A str, or an int as its text (numpy's integers too), that PostgreSQL can store."""
+    if not isinstance(value, str | numbers.Integral) or isinstance(value, bool):
         raise InvalidParameter(f"{key} must be a string, got {type(value).__name__}")
-    text = str(value)
-    if "\x00" in text:
-        raise InvalidParameter(f"{key} contains a NUL character")
+    text = str(value) if isinstance(value, str) else str(int(value))
+    check_text(text, key)
     return text
+
+
+def check_text(text: str, key: str) -> None:
+    """Refuse what PostgreSQL's UTF-8 text cannot hold: NUL, and lone UTF-16 surrogates (a
+    JSON escape such as "\\ud800" without its pair), which psycopg could not even send."""
+    verb = "contain" if key.endswith("s") else "contains"  # tags, attributes, item_ids
+    if "\x00" in text:
+        raise InvalidParameter(f"{key} {verb} a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidParameter(
+            f"{key} {verb} a lone UTF-16 surrogate ({text[exc.start]!r}), which is not text"
+        ) from exc
 
 
 def _text(row: Mapping[str, Any], key: str) -> str:
@@ -121,11 +135,12 @@ def _text(row: Mapping[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise InvalidParameter(f"{key} must be text, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON 1e400 reads as inf
+        raise InvalidParameter(f"{key} must be text, got the number {value!r}")
     text = str(value)
     if len(text) > MAX_TEXT:
         raise InvalidParameter(f"{key} is {len(text)} characters long; the limit is {MAX_TEXT}")
-    if "\x00" in text:
-        raise InvalidParameter(f"{key} contains a NUL character")
+    check_text(text, key)
     return text
 
 
@@ -134,7 +149,8 @@ def _tags(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         stripped = value.strip()
-        value = _json(stripped, "tags") if stripped.startswith("[") else stripped.split("|")
+        is_json = stripped.startswith("[") and stripped.endswith("]")  # not "[new]|sale"
+        value = _json(stripped, "tags") if is_json else stripped.split("|")
     if not isinstance(value, list | tuple) or not all(isinstance(tag, str) for tag in value):
         raise InvalidParameter("tags must be a list of strings (JSON array or `a|b|c`)")
     return tuple(tag.strip() for tag in value if tag.strip())
@@ -170,14 +186,12 @@ def check_json(value: Any, key: str) -> None:
             for name, inner in node.items():
                 if not isinstance(name, str):
                     raise InvalidParameter(f"{key}: keys must be strings, got {name!r}")
-                if "\x00" in name:
-                    raise InvalidParameter(f"{key} contain a NUL character")
+                check_text(name, key)
                 todo.append((inner, depth + 1))
         elif isinstance(node, list | tuple):
             todo.extend((inner, depth + 1) for inner in node)
         elif isinstance(node, str):
-            if "\x00" in node:
-                raise InvalidParameter(f"{key} contain a NUL character")
+            check_text(node, key)
         elif isinstance(node, float):
             if not math.isfinite(node):
                 raise InvalidParameter(f"{key} contain a number that is not finite ({node!r})")
@@ -243,11 +257,12 @@ def delete_items(conn: psycopg.Connection[Any], item_ids: Sequence[str]) -> list
 
 
 def string_list(values: Sequence[str], name: str) -> list[str]:
-    """A list from a sequence of ids or categories. A lone string is refused: list("sku-1")
-    would silently mean 's', 'k', 'u', '-', '1'."""
+    """A list of texts from a sequence of ids or categories (an int is taken as its text, as
+    for a single id; None is left for the SQL functions to name). A lone string is refused:
+    list("sku-1") would silently mean 's', 'k', 'u', '-', '1'."""
     if isinstance(values, str | bytes):
         raise InvalidParameter(f"{name} must be a list, not a single string: write [{values!r}]")
-    return list(values)
+    return [None if value is None else as_text(value, name) for value in values]
 
 
 def rows_of(values: Iterable[Any]) -> Iterable[Any]:

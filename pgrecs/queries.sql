@@ -187,14 +187,16 @@ select (select count(*) from pgrecs.items where content_hash is null) as pending
 select count(*) from pgrecs.items;
 
 -- name: pending_items
-select item_id, title, description, category, tags, attributes, updated_at
+-- attributes as text: embed parses them row by row, so one row it cannot read is reported, not
+-- a failure of the whole batch (psycopg's jsonb loader raises for a 5,000-digit number)
+select item_id, title, description, category, tags, attributes::text, updated_at
 from pgrecs.items
 where content_hash is null and item_id > %(after)s
 order by item_id
 limit %(limit)s;
 
 -- name: all_items
-select item_id, title, description, category, tags, attributes, updated_at
+select item_id, title, description, category, tags, attributes::text, updated_at
 from pgrecs.items
 where item_id > %(after)s
 order by item_id

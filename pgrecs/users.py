@@ -340,7 +340,7 @@ def watch_users(
     all count), until `stop` is set; catch-ups write chunk_size users per transaction. The same
     computation as the batch refresh, so the stored vectors are the same."""
     from pgrecs.db import open_connection
-    from pgrecs.watch import follow
+    from pgrecs.watch import follow, resilient
 
     if chunk_size < 1:
         raise InvalidParameter("chunk_size must be at least 1")
@@ -351,7 +351,7 @@ def watch_users(
         nonlocal everyone_pending
         conn = state.get("conn")
         if conn is None or conn.closed or conn.broken:
-            conn = state["conn"] = open_connection(conninfo, autocommit=True)
+            conn = state["conn"] = open_connection(resilient(conninfo), autocommit=True)
         named = None if payloads is None or "" in payloads else sorted(payloads)
         everyone = everyone_pending and named is None
         done = refresh_users(

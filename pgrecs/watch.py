@@ -48,10 +48,12 @@ def follow(
       delivered on the next call.
     - Delivery is at least once: `handle` must be idempotent and read the current state of the
       database (a payload says what changed, not what to write).
-    - If the connection is lost, here or inside `handle` (a `psycopg.OperationalError`, also when
-      wrapped in a pgrecs error), `follow` reconnects with exponential backoff (0.5 s doubling
-      to 30 s) and calls `handle(None)` again. Any other exception from `handle` propagates and
-      ends `follow`.
+    - If the connection is lost, here or inside `handle` (a `psycopg.OperationalError` without
+      an SQLSTATE or of class 08, or a server shutdown, 57P01-57P03; also when wrapped in a
+      pgrecs error), or the server reports a transient failure (class 40: deadlock or
+      serialization failure; class 53: out of resources), `follow` reconnects with exponential
+      backoff (0.5 s doubling to 30 s) and calls `handle(None)` again. Any other exception from
+      `handle` (a statement or lock timeout included) propagates and ends `follow`.
     - When `stop` is set, `follow` returns within about 0.5 s, or after the `handle` call in
       progress (give `handle` the same Event if it should cut a long catch-up short).
     """
@@ -61,17 +63,18 @@ def follow(
         if delay and stop.wait(delay):
             return
         try:
-            with psycopg.connect(_named(conninfo, channel), autocommit=True) as conn:
+            with psycopg.connect(resilient(_named(conninfo, channel)), autocommit=True) as conn:
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
                 delay = 0.0
                 _serve(conn, handle, poll_interval, stop, debounce)
             return
         except Exception as exc:
-            if not _disconnected(exc):
+            what = _retryable(exc)
+            if what is None:
                 raise
             delay = min(max(2 * delay, BACKOFF_FIRST), BACKOFF_MAX)
             print(
-                f"pgrecs: lost the connection ({_first_line(exc)}); reconnecting in {delay:g} s",
+                f"pgrecs: {what} ({_first_line(exc)}); reconnecting in {delay:g} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -99,14 +102,20 @@ def _serve(
             next_poll = time.monotonic() + poll_interval
 
 
-def _disconnected(exc: BaseException) -> bool:
-    """True when `exc` (or what it was raised from) says the connection is gone."""
+def _retryable(exc: BaseException) -> str | None:
+    """What went wrong when `exc` (or what it was raised from) is worth a reconnection: the
+    connection is gone, or the server failed transiently; None otherwise."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, psycopg.OperationalError):
-            return True
+            state = seen.sqlstate or ""
+            if not state or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+                return "lost the connection"
+            if state[:2] in ("40", "53"):
+                return "transient server error"
+            return None
         seen = seen.__cause__
-    return False
+    return None
 
 
 def _named(conninfo: str, channel: str) -> str:
@@ -117,6 +126,32 @@ def _named(conninfo: str, channel: str) -> str:
         return make_conninfo(conninfo, application_name=f"pgrecs watch {channel}")
     except psycopg.ProgrammingError:  # malformed: let connect() report it
         return conninfo
+
+
+# A watcher's connections live for days, mostly idle: a peer that vanished without closing the
+# connection (a dropped NAT entry, a failed-over host) is noticed by TCP keepalives within about
+# a minute, and a connection attempt to a host that does not answer gives up after 10 s.
+# Settings given in the connection string or PG* variables win.
+RESILIENCE = {
+    "connect_timeout": ("PGCONNECT_TIMEOUT", "10"),
+    "keepalives_idle": (None, "30"),
+    "keepalives_interval": (None, "10"),
+    "keepalives_count": (None, "3"),
+}
+
+
+def resilient(conninfo: str) -> str:
+    """`conninfo` with a watcher's connection timeout and TCP keepalives, unless it sets them."""
+    try:
+        given = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:  # malformed: let connect() report it
+        return conninfo
+    extra = {
+        key: value
+        for key, (variable, value) in RESILIENCE.items()
+        if key not in given and not (variable and os.environ.get(variable))
+    }
+    return make_conninfo(conninfo, **extra) if extra else conninfo
 
 
 def _first_line(exc: BaseException) -> str:
@@ -140,7 +175,7 @@ def watch_embeddings(
     conninfo: str,
     embedder: embed.Embedder,
     *,
-    batch_size: int = 256,
+    batch_size: int = embed.BATCH_ROWS,
     poll_interval: float = 60.0,
     stop: threading.Event | None = None,
     report: Callable[[embed.EmbedReport], None] | None = None,
@@ -153,7 +188,7 @@ def watch_embeddings(
     def handle(payloads: set[str] | None) -> None:
         conn = state.get("conn")
         if conn is None or conn.closed or conn.broken:
-            conn = state["conn"] = open_connection(conninfo, autocommit=True)
+            conn = state["conn"] = open_connection(resilient(conninfo), autocommit=True)
         try:
             done = embed.embed_pending(
                 conn, embedder, batch_size=batch_size, progress=False, stop=stop
@@ -161,7 +196,7 @@ def watch_embeddings(
         except Exception:
             state.pop("conn").close()
             raise
-        if report is not None and (done.embedded or done.cached):
+        if report is not None and (done.embedded or done.cached or done.failed):
             report(done)
 
     try:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 ENV_VARS = ("PGRECS_DATABASE_URL", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
@@ -291,6 +292,20 @@ def test_real_model_end_to_end(db384_url: str, tmp_path: Path) -> None:
     missing = pgrecs("embed", "--model", "/nonexistent/model", url=db384_url, check=False)
     assert missing.returncode == 1
     assert "cannot load embedding model '/nonexistent/model'" in missing.stderr
+    # a row written by SQL that pgrecs cannot embed: the others are embedded, it is named,
+    # and the exit status says the run did not finish the job
+    with psycopg.connect(db384_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into pgrecs.items (item_id, attributes) values ('bad', %s::jsonb)",
+            ('{"a": ' + "[" * 600 + "]" * 600 + "}",),
+        )
+    partial = pgrecs("embed", "-q", url=db384_url, check=False)
+    assert partial.returncode == 1
+    assert "embedded 1, reused 0 from cache" in partial.stdout
+    assert (
+        "pgrecs: error: item 'bad': attributes are nested too deeply (more than 500 levels);"
+        " the item stays pending" in partial.stderr
+    )
 
 
 def test_recommend_explain_refresh(db_url: str) -> None:

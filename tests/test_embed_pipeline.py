@@ -717,14 +717,34 @@ def test_malformed_rows_are_refused_whole(client: pgrecs.Client) -> None:
     assert (report.embedded, report.cached, report.skipped) == (0, 0, 0)
 
 
-def test_a_row_from_sql_that_cannot_be_read_is_named(client: pgrecs.Client) -> None:
-    deep = "[" * 600 + "]" * 600  # jsonb takes it; json cannot write it back reliably
-    client.conn.execute(
-        "insert into pgrecs.items (item_id, attributes) values ('deep', %s::jsonb)",
-        ('{"a": ' + deep + "}",),
-    )
+def test_rows_from_sql_that_cannot_be_embedded_are_named_and_the_rest_embedded(
+    client: pgrecs.Client,
+) -> None:
+    """jsonb takes what pgrecs refuses: nesting json cannot write back, and a number psycopg's
+    jsonb loader cannot read (5,001 digits). Such a row stays pending and is named; the rows
+    around it, in its batch and after it, are embedded. Batches of 1: a batch can fail whole."""
+    deep = "[" * 600 + "]" * 600
+    rows = [("a1", "{}"), ("deep", '{"a": ' + deep + "}"), ("huge", '{"x": 1e5000}'), ("z9", "{}")]
+    for item_id, attributes in rows:
+        client.conn.execute(
+            "insert into pgrecs.items (item_id, title, attributes) values (%s, %s, %s::jsonb)",
+            (item_id, f"title {item_id}", attributes),
+        )
+    for batch_size in (1, 4):
+        done = client.embed_pending(HashEmbedder(3), batch_size=batch_size, progress=False)
+        failed = dict(done.failed)
+        assert sorted(failed) == ["deep", "huge"]
+        assert "item 'deep': attributes are nested too deeply" in failed["deep"]
+        assert "item 'huge': attributes contain a number that is not finite" in failed["huge"]
+        assert "2 left pending, which cannot be embedded" in str(done)
+        pending = client.conn.execute(
+            "select item_id from pgrecs.items where content_hash is null order by 1"
+        ).fetchall()
+        assert pending == [("deep",), ("huge",)]
+        assert done.embedded == (2 if batch_size == 1 else 0)  # the second run: nothing new
+    # a model switch must cover every item: the same row stops it, named
     with pytest.raises(pgrecs.InvalidParameter, match="item 'deep': attributes are nested too"):
-        client.embed_pending(HashEmbedder(3), progress=False)
+        client.reembed_all(HashEmbedder(3, name="test/other"), progress=False)
 
 
 def test_huge_text_from_sql_is_embedded_from_its_first_characters(client: pgrecs.Client) -> None:
@@ -776,3 +796,44 @@ def test_benchmark_smoke(empty_db_url: str, tmp_path: Path) -> None:
     for key in ("bare_items_per_s", "pipeline_items_per_s", "copy_rows_per_s", "update_rows_per_s"):
         assert data[key] > 0, key
     assert "items/s" in (tmp_path / "embed_throughput.md").read_text()
+
+
+def test_follow_reconnects_only_when_retrying_can_help(db_url: str) -> None:
+    """A lost connection or a transient server error is retried; a statement timeout is not: it
+    would fail the same way forever, under a message saying the connection was lost."""
+    assert watch._retryable(psycopg.OperationalError("server closed the connection")) == (
+        "lost the connection"
+    )
+    assert watch._retryable(psycopg.errors.AdminShutdown()) == "lost the connection"
+    assert watch._retryable(psycopg.errors.DeadlockDetected()) == "transient server error"
+    wrapped = pgrecs.InvalidParameter("x")
+    wrapped.__cause__ = psycopg.errors.LockNotAvailable()
+    assert watch._retryable(wrapped) is None
+    calls: list[set[str] | None] = []
+
+    def slow(payloads: set[str] | None) -> None:
+        calls.append(payloads)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("set statement_timeout = '10ms'")
+            conn.execute("select pg_sleep(1)")
+
+    stop = threading.Event()
+    timer = threading.Timer(10, stop.set)  # bounds the test if follow retried
+    timer.start()
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            follow(db_url, "pgrecs_items", slow, stop=stop)
+    finally:
+        timer.cancel()
+    assert calls == [None]
+
+
+def test_watch_connections_get_a_timeout_and_keepalives(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    given = conninfo_to_dict(watch.resilient("postgresql://u@h/db?keepalives_idle=5"))
+    assert given["connect_timeout"] == "10" and given["keepalives_count"] == "3"
+    assert given["keepalives_idle"] == "5" and given["dbname"] == "db"  # the user's settings win
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "60")
+    assert "connect_timeout" not in conninfo_to_dict(watch.resilient("host=h"))

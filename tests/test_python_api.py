@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,30 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark(client: pgrecs.Client, tmp_
         ),
         ("types.jsonl", '{"item_id": "a", "title": ["list"]}\n', "line 1: title must be text"),
         ("items.txt", "item_id\na\n", "unknown file type"),
+        # json would keep the last value of a key named twice, as a CSV reader would a column
+        (
+            "twice.jsonl",
+            '{"item_id": "a"}\n{"item_id": "d", "item_id": "e", "title": "x"}\n',
+            "line 2: not valid JSON (key(s) named twice in one object: 'item_id')",
+        ),
+        # a lone UTF-16 surrogate: valid JSON escape, not text (psycopg could not send it)
+        (
+            "surrogate.jsonl",
+            '{"item_id": "a", "title": "bad \\ud800 x"}\n',
+            "line 1: title contains a lone UTF-16 surrogate ('\\ud800')",
+        ),
+        (
+            "surrogateattr.jsonl",
+            '{"item_id": "a", "attributes": {"k": "\\udc00"}}\n',
+            "line 1: attributes contain a lone UTF-16 surrogate",
+        ),
+        ("inftitle.jsonl", '{"item_id": "a", "title": 1e400}\n', "line 1: title must be text"),
+        # rows are numbered by their first line, also when a quoted field spans lines
+        (
+            "multiline.csv",
+            'item_id,description\nm1,"two\nlines"\nm2,x\nm1,"again\nand"\n',
+            "line 5: item 'm1' already appears on line 2",
+        ),
         ("quote.csv", 'item_id,title\na,A\nb,"x"y\n', "line 3: malformed CSV"),
         (
             "nan.jsonl",
@@ -256,8 +281,9 @@ def test_interaction_import_is_all_or_nothing(client: pgrecs.Client, tmp_path: P
         ("u1,b2,click,2026-01-02\nu1,b2,teleport,2026-01-02\n", "line 3: unknown event type"),
         ("u1,b2,click,yesterday\n", "line 2: occurred_at 'yesterday' is not an ISO 8601"),
         (",b2,click,2026-01-02\n", "line 2: user_id is required"),
-        # valid ISO 8601, but a year BC in UTC: stored, it could not be read back
-        ("u1,b2,click,0001-01-01T00:00:00+14:00\n", "line 2: occurred_at .* before the year 1"),
+        # valid ISO 8601, but a year BC or past 9999 in UTC: stored, it could not be read back
+        ("u1,b2,click,0001-01-01T00:00:00+14:00\n", "line 2: occurred_at .* years 1 to 9999"),
+        ("u1,b2,click,9999-12-31T22:00:00-05:00\n", "line 2: occurred_at .* years 1 to 9999"),
     ]:
         path = write(tmp_path / "bad.csv", "user_id,item_id,event_type,occurred_at\n" + body)
         with pytest.raises(pgrecs.ImportFileError, match=message):
@@ -358,6 +384,9 @@ def test_recording_an_unknown_item_or_event_fails_whole_batch(client: pgrecs.Cli
         ("user_id", "u\x00", "user_id contains a NUL character"),
         ("event_type", "click\x00", "event_type contains a NUL character"),
         ("user_id", " ", "user_id is required"),
+        ("user_id", "u\ud800", "user_id contains a lone UTF-16 surrogate"),
+        ("weight", True, "weight True is not a number"),
+        ("weight", "1_000", "weight '1_000' is not a number"),
     ],
 )
 def test_interaction_ids_are_checked_like_item_ids(
@@ -413,6 +442,10 @@ def test_query_parameters_of_the_wrong_type_are_named(client: pgrecs.Client) -> 
     # an int id is its text, as imports take it
     assert [r.item_id for r in client.similar_items(2, k=1)] == ["1"]  # type: ignore[arg-type]
     assert len(client.recommend(42, k=2)) == 2  # type: ignore[arg-type]
+    # lists of ints too, and numpy's integers for k
+    session = client.recommend_for_items([2], k=np.int64(1), categories=None)  # type: ignore[list-item,arg-type]
+    assert [r.item_id for r in session] == ["1"]
+    assert [r.item_id for r in client.recommend_for_items(["2"], negative_item_ids=[1])] == []  # type: ignore[list-item]
     calls = [
         (lambda: client.recommend("u", diversity="x"), "diversity must be a number"),  # type: ignore[arg-type]
         (lambda: client.recommend_for_items(["1"], weights=["x"]), "weights must be a number"),  # type: ignore[list-item]
@@ -420,6 +453,9 @@ def test_query_parameters_of_the_wrong_type_are_named(client: pgrecs.Client) -> 
         (lambda: client.popular_items(since=5), "since must be a datetime.timedelta"),  # type: ignore[arg-type]
         (lambda: client.recommend(4.5), "user_id must be a string, got float"),  # type: ignore[arg-type]
         (lambda: client.explain("u", "a\x00"), "item_id contains a NUL character"),
+        (lambda: client.similar_items("\ud800"), "item_id contains a lone UTF-16 surrogate"),
+        (lambda: client.recommend_for_items([1.5]), "item_ids must be a string, got float"),  # type: ignore[list-item]
+        (lambda: client.similar_items("1", k=np.float64(2)), "k must be between 1 and 1000"),  # type: ignore[arg-type]
     ]
     for call, message in calls:
         with pytest.raises(pgrecs.InvalidParameter, match=message):
@@ -646,3 +682,43 @@ def test_session_and_popular_calls_from_python(client: pgrecs.Client) -> None:
         client.recommend_for_items(["zz"])
     with pytest.raises(pgrecs.InvalidParameter, match="since must be a positive interval"):
         client.popular_items(since=timedelta(days=-1))
+
+
+def test_record_interaction_takes_times_as_record_interactions_does(client: pgrecs.Client) -> None:
+    """A naive time is UTC whatever the session's time zone; what is not a datetime, or lies
+    outside the years Python can read back, is refused before anything is written."""
+    client.upsert_items([{"item_id": "a"}])
+    client.conn.execute("set timezone = 'America/New_York'")
+    naive = datetime(2026, 1, 2, 12, 0)
+    client.record_interaction("u1", "a", "click", occurred_at=naive)
+    client.record_interactions(
+        [{"user_id": "u2", "item_id": "a", "event_type": "click", "occurred_at": naive}]
+    )
+    times = client.conn.execute(
+        "select user_id, occurred_at from pgrecs.interactions order by user_id"
+    ).fetchall()
+    assert [(u, t.astimezone(UTC)) for u, t in times] == [
+        ("u1", naive.replace(tzinfo=UTC)),
+        ("u2", naive.replace(tzinfo=UTC)),
+    ]
+    early = datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+    for value, message in [
+        ("yesterday", "occurred_at must be a datetime"),
+        (5, "occurred_at must be a datetime"),
+        (early, "outside the years 1 to 9999"),
+    ]:
+        with pytest.raises(pgrecs.InvalidParameter, match=message):
+            client.record_interaction("u3", "a", "click", occurred_at=value)  # type: ignore[arg-type]
+    assert client.conn.execute("select count(*) from pgrecs.interactions").fetchone() == (2,)
+
+
+def test_large_csv_fields_and_bar_separated_tags(client: pgrecs.Client, tmp_path: Path) -> None:
+    """csv's default field limit (128 kB) is not pgrecs': attributes have no length limit. Tags
+    are JSON only when the whole field is an array: "[new]|sale" is two tags."""
+    attributes = json.dumps({"notes": "n" * 140_000})
+    body = "item_id,tags,attributes\nbig,[new]|sale," + '"' + attributes.replace('"', '""') + '"\n'
+    assert client.import_items(write(tmp_path / "big.csv", body)) == 1
+    tags, notes = client.conn.execute(
+        "select tags, length(attributes->>'notes') from pgrecs.items"
+    ).fetchone()  # type: ignore[misc]
+    assert (tags, notes) == (["[new]", "sale"], 140_000)
