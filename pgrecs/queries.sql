@@ -229,7 +229,7 @@ returning i.content_hash;
 lock table pgrecs.items in share row exclusive mode;
 
 -- name: unswitched_items
-select i.item_id, i.title, i.description, i.category, i.tags, i.attributes, i.updated_at
+select i.item_id, i.title, i.description, i.category, i.tags, i.attributes::text, i.updated_at
 from pgrecs.items as i
 where i.content_hash is null
    or not exists (select from pgrecs.embedding_cache as c
