@@ -458,8 +458,8 @@ def _row(
 
 def _attributes(text: str | None) -> Any:
     """A row's attributes (jsonb as text) as Python values, as psycopg's jsonb loader reads
-    them, except that an integer too long for Python's int() reads as a float (infinite when
-    out of range, which Item refuses) and nesting too deep for json is InvalidParameter."""
+    them, except that an integer too long for Python's int() and nesting too deep for json are
+    InvalidParameter (psycopg's loader raised ValueError and RecursionError)."""
     if text is None:
         return {}
     try:
@@ -468,8 +468,14 @@ def _attributes(text: str | None) -> Any:
         raise InvalidParameter("attributes are nested too deeply") from exc
 
 
-def _integer(digits: str) -> int | float:
-    return int(digits) if len(digits) <= 4000 else float(digits)
+def _integer(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError as exc:  # past sys.get_int_max_str_digits(): 4,300 by default
+        raise InvalidParameter(
+            f"attributes contain an integer of {len(digits.lstrip('-'))} digits, more than"
+            " Python reads"
+        ) from exc
 
 
 def _flat_tags(tags: list[Any]) -> tuple[str, ...]:

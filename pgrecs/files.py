@@ -12,7 +12,11 @@ from typing import Any
 
 from pgrecs.errors import ImportFileError
 
-MAX_FIELD = 1 << 30  # characters in one CSV field: PostgreSQL's limit for one value (1 GB)
+# Characters in one CSV field. csv's default (128 kB) is too small for attributes; the limit
+# is process-wide, so it is raised once here, never lowered. It also bounds what a stray quote
+# makes the reader buffer before it reports the line.
+MAX_FIELD = 1 << 24  # 16 MiB
+csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD))
 
 
 def read_rows(
@@ -26,13 +30,12 @@ def read_rows(
     suffix = path.suffix.lower()
     known = required | optional
     reader: Any = None
-    limit: int | None = None
+    start: int | None = None
     # utf-8-sig: Excel writes a byte order mark, which would otherwise stick to the first column.
     with path.open(newline="", encoding="utf-8-sig") as handle:
         try:
             if suffix == ".csv":
                 # rows are numbered by their first line: a quoted field can span several
-                limit = csv.field_size_limit(MAX_FIELD)  # the default, 128 kB, is not ours
                 reader = csv.reader(handle, strict=True)
                 header: list[str] = next(reader, [])
                 twice = sorted({column for column in header if header.count(column) > 1})
@@ -70,12 +73,9 @@ def read_rows(
         except UnicodeDecodeError as exc:
             raise ImportFileError(name, _bad_line(path), f"not UTF-8 text ({exc.reason})") from exc
         except csv.Error as exc:
-            # the reader's count includes the line it failed on
-            at = reader.line_num if reader is not None else None
+            # the line its row starts on (in the header: the line the reader failed on)
+            at = start if start is not None else reader.line_num if reader is not None else None
             raise ImportFileError(name, at, f"malformed CSV ({exc})") from exc
-        finally:
-            if limit is not None:
-                csv.field_size_limit(limit)
 
 
 def _bad_line(path: Path) -> int | None:

@@ -110,7 +110,8 @@ def as_text(value: Any, key: str) -> str:
     """A str, or an int as its text (numpy's integers too), that PostgreSQL can store."""
     if not isinstance(value, str | numbers.Integral) or isinstance(value, bool):
         raise InvalidParameter(f"{key} must be a string, got {type(value).__name__}")
-    text = str(value) if isinstance(value, str) else str(int(value))
+    # str.__str__: the text itself, also for a str subclass such as a (str, Enum) member
+    text = str.__str__(value) if isinstance(value, str) else str(int(value))
     check_text(text, key)
     return text
 

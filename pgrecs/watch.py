@@ -49,7 +49,7 @@ def follow(
     - Delivery is at least once: `handle` must be idempotent and read the current state of the
       database (a payload says what changed, not what to write).
     - If the connection is lost, here or inside `handle` (a `psycopg.OperationalError` without
-      an SQLSTATE or of class 08, or a server shutdown, 57P01-57P03; also when wrapped in a
+      an SQLSTATE or of class 08, a server shutdown, 57P01-57P03, or 57P05; also when wrapped in a
       pgrecs error), or the server reports a transient failure (class 40: deadlock or
       serialization failure; class 53: out of resources), `follow` reconnects with exponential
       backoff (0.5 s doubling to 30 s) and calls `handle(None)` again. Any other exception from
@@ -109,7 +109,8 @@ def _retryable(exc: BaseException) -> str | None:
     while seen is not None:
         if isinstance(seen, psycopg.OperationalError):
             state = seen.sqlstate or ""
-            if not state or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            # 57P01-03: the server shut down or is starting; 57P05: idle_session_timeout
+            if not state or state.startswith("08") or state in ("57P01", "57P02", "57P03", "57P05"):
                 return "lost the connection"
             if state[:2] in ("40", "53"):
                 return "transient server error"
@@ -131,7 +132,8 @@ def _named(conninfo: str, channel: str) -> str:
 # A watcher's connections live for days, mostly idle: a peer that vanished without closing the
 # connection (a dropped NAT entry, a failed-over host) is noticed by TCP keepalives within about
 # a minute, and a connection attempt to a host that does not answer gives up after 10 s.
-# Settings given in the connection string or PG* variables win.
+# Settings given in the connection string or PG* variables win; with a service file (service=,
+# PGSERVICE) nothing is added, since what is added would override the file's settings.
 RESILIENCE = {
     "connect_timeout": ("PGCONNECT_TIMEOUT", "10"),
     "keepalives_idle": (None, "30"),
@@ -145,6 +147,8 @@ def resilient(conninfo: str) -> str:
     try:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:  # malformed: let connect() report it
+        return conninfo
+    if "service" in given or os.environ.get("PGSERVICE"):
         return conninfo
     extra = {
         key: value

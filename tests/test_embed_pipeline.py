@@ -735,7 +735,7 @@ def test_rows_from_sql_that_cannot_be_embedded_are_named_and_the_rest_embedded(
         failed = dict(done.failed)
         assert sorted(failed) == ["deep", "huge"]
         assert "item 'deep': attributes are nested too deeply" in failed["deep"]
-        assert "item 'huge': attributes contain a number that is not finite" in failed["huge"]
+        assert "item 'huge': attributes contain an integer of 5001 digits" in failed["huge"]
         assert "2 left pending, which cannot be embedded" in str(done)
         pending = client.conn.execute(
             "select item_id from pgrecs.items where content_hash is null order by 1"
@@ -805,6 +805,7 @@ def test_follow_reconnects_only_when_retrying_can_help(db_url: str) -> None:
         "lost the connection"
     )
     assert watch._retryable(psycopg.errors.AdminShutdown()) == "lost the connection"
+    assert watch._retryable(psycopg.errors.IdleSessionTimeout()) == "lost the connection"
     assert watch._retryable(psycopg.errors.DeadlockDetected()) == "transient server error"
     wrapped = pgrecs.InvalidParameter("x")
     wrapped.__cause__ = psycopg.errors.LockNotAvailable()
@@ -837,3 +838,20 @@ def test_watch_connections_get_a_timeout_and_keepalives(monkeypatch: pytest.Monk
     assert given["keepalives_idle"] == "5" and given["dbname"] == "db"  # the user's settings win
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "60")
     assert "connect_timeout" not in conninfo_to_dict(watch.resilient("host=h"))
+    # a service file's settings would be overridden by anything added: nothing is
+    assert watch.resilient("service=rec") == "service=rec"
+    monkeypatch.setenv("PGSERVICE", "rec")
+    assert watch.resilient("") == ""
+
+
+def test_long_integers_in_attributes_are_embedded_as_psycopg_read_them(
+    client: pgrecs.Client,
+) -> None:
+    """Attributes are read as text and parsed per row; an integer Python's int() still reads
+    (4,100 digits, written through pgrecs) gives the same text and hash as before."""
+    client.upsert_items([pgrecs.Item("long", attributes={"n": 10**4100})])
+    done = client.embed_pending(HashEmbedder(3), progress=False)
+    assert (done.embedded, done.failed) == (1, ())
+    text = text_of(client.conn, "long")
+    assert state(client.conn)["long"][0] == hashlib.sha256(text.encode()).hexdigest()
+    assert f"n: {10**4100}" in text

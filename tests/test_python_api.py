@@ -198,6 +198,8 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark(client: pgrecs.Client, tmp_
             "line 5: item 'm1' already appears on line 2",
         ),
         ("quote.csv", 'item_id,title\na,A\nb,"x"y\n', "line 3: malformed CSV"),
+        # a stray quote: the error names the line its row starts on, not the end of the file
+        ("stray.csv", 'item_id,title\na,A\nb,"oops\nc,C\nd,D\n', "line 3: malformed CSV"),
         (
             "nan.jsonl",
             '{"item_id": "a"}\n{"item_id": "b", "attributes": {"w": NaN}}\n',
@@ -722,3 +724,16 @@ def test_large_csv_fields_and_bar_separated_tags(client: pgrecs.Client, tmp_path
         "select tags, length(attributes->>'notes') from pgrecs.items"
     ).fetchone()  # type: ignore[misc]
     assert (tags, notes) == (["[new]", "sale"], 140_000)
+
+
+def test_str_subclasses_are_sent_as_their_text(client: pgrecs.Client) -> None:
+    """A (str, Enum) member's str() is its name; the id or category is its value."""
+    import enum
+
+    class Shelf(str, enum.Enum):  # noqa: UP042 (StrEnum's str() is already its value)
+        BOOKS = "books"
+
+    client.upsert_items([{"item_id": "b1", "category": "books"}, {"item_id": "g1"}])
+    client.record_interactions([{"user_id": "u", "item_id": "g1", "event_type": "click"}])
+    popular = client.popular_items(categories=[Shelf.BOOKS])
+    assert [r.item_id for r in popular] == ["b1"]
