@@ -168,14 +168,12 @@ class Client:
         self, user_id: str, item_id: str, event_type: str, occurred_at: datetime | None = None
     ) -> None:
         """One interaction through pgrecs.record_interaction (UnknownItem, InvalidParameter)."""
-        if occurred_at is not None and not isinstance(occurred_at, datetime):
-            raise InvalidParameter(f"occurred_at must be a datetime, got {occurred_at!r}")
         params = {
             "user_id": _id(user_id, "user_id"),
             "item_id": _id(item_id, "item_id"),
             "event_type": _id(event_type, "event_type"),
             # a naive time is UTC, as in record_interactions and imports (not the session's zone)
-            "occurred_at": interactions.timestamp(occurred_at),
+            "occurred_at": interactions.event_time(occurred_at),
         }
         with translated():
             self.conn.execute(query("record_interaction"), params)

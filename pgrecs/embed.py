@@ -444,7 +444,7 @@ def _row(
     description: str,
     category: str | None,
     tags: list[str],
-    attributes: str | None,
+    attributes: str,  # not null
     updated_at: datetime,
 ) -> _Row:
     try:
@@ -456,12 +456,10 @@ def _row(
     return _Row(item_id, item.content_hash(), item.text(), updated_at)
 
 
-def _attributes(text: str | None) -> Any:
+def _attributes(text: str) -> Any:
     """A row's attributes (jsonb as text) as Python values, as psycopg's jsonb loader reads
     them, except that an integer too long for Python's int() and nesting too deep for json are
     InvalidParameter (psycopg's loader raised ValueError and RecursionError)."""
-    if text is None:
-        return {}
     try:
         return json.loads(text, parse_int=_integer)
     except RecursionError as exc:

@@ -36,9 +36,7 @@ class Interaction:
             if not isinstance(value, str):
                 raise InvalidParameter(f"{key} must be a str, got {type(value).__name__}")
             id_text(value, key)
-        if self.occurred_at is not None and not isinstance(self.occurred_at, datetime):
-            raise InvalidParameter(f"occurred_at must be a datetime, got {self.occurred_at!r}")
-        object.__setattr__(self, "occurred_at", timestamp(self.occurred_at))
+        object.__setattr__(self, "occurred_at", event_time(self.occurred_at))
         object.__setattr__(self, "weight", _weight(self.weight))
 
     @classmethod
@@ -50,12 +48,19 @@ class Interaction:
             user_id=id_text(row.get("user_id"), "user_id"),
             item_id=id_text(row.get("item_id"), "item_id"),
             event_type=id_text(row.get("event_type"), "event_type"),
-            occurred_at=timestamp(row.get("occurred_at")),
+            occurred_at=_timestamp(row.get("occurred_at")),
             weight=_weight(row.get("weight")),
         )
 
 
-def timestamp(value: Any) -> datetime | None:
+def event_time(value: Any) -> datetime | None:
+    """An event time given in Python: a datetime or None (a naive one is UTC)."""
+    if value is not None and not isinstance(value, datetime):
+        raise InvalidParameter(f"occurred_at must be a datetime, got {value!r}")
+    return _timestamp(value)
+
+
+def _timestamp(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):

@@ -63,7 +63,7 @@ def follow(
         if delay and stop.wait(delay):
             return
         try:
-            with psycopg.connect(resilient(_named(conninfo, channel)), autocommit=True) as conn:
+            with psycopg.connect(resilient(conninfo, channel), autocommit=True) as conn:
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
                 delay = 0.0
                 _serve(conn, handle, poll_interval, stop, debounce)
@@ -119,16 +119,6 @@ def _retryable(exc: BaseException) -> str | None:
     return None
 
 
-def _named(conninfo: str, channel: str) -> str:
-    """Name the listening session in pg_stat_activity, unless the user named it already."""
-    try:
-        if "application_name" in conninfo_to_dict(conninfo) or os.environ.get("PGAPPNAME"):
-            return conninfo
-        return make_conninfo(conninfo, application_name=f"pgrecs watch {channel}")
-    except psycopg.ProgrammingError:  # malformed: let connect() report it
-        return conninfo
-
-
 # A watcher's connections live for days, mostly idle: a peer that vanished without closing the
 # connection (a dropped NAT entry, a failed-over host) is noticed by TCP keepalives within about
 # a minute, and a connection attempt to a host that does not answer gives up after 10 s.
@@ -142,19 +132,23 @@ RESILIENCE = {
 }
 
 
-def resilient(conninfo: str) -> str:
-    """`conninfo` with a watcher's connection timeout and TCP keepalives, unless it sets them."""
+def resilient(conninfo: str, channel: str | None = None) -> str:
+    """`conninfo` with a watcher's connection timeout and TCP keepalives, unless it sets them;
+    with `channel`, the listening session is named in pg_stat_activity unless the user named
+    it already."""
     try:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:  # malformed: let connect() report it
         return conninfo
-    if "service" in given or os.environ.get("PGSERVICE"):
-        return conninfo
-    extra = {
-        key: value
-        for key, (variable, value) in RESILIENCE.items()
-        if key not in given and not (variable and os.environ.get(variable))
-    }
+    extra = {}
+    if channel and "application_name" not in given and not os.environ.get("PGAPPNAME"):
+        extra["application_name"] = f"pgrecs watch {channel}"
+    if "service" not in given and not os.environ.get("PGSERVICE"):
+        extra.update(
+            (key, value)
+            for key, (variable, value) in RESILIENCE.items()
+            if key not in given and not (variable and os.environ.get(variable))
+        )
     return make_conninfo(conninfo, **extra) if extra else conninfo
 
 
